@@ -1,0 +1,60 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Loading trained weights into a network with errors that say what to change."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import zipfile
+
+import torch
+from torch import nn
+
+from .errors import BundleInputError
+
+
+def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Read a state dict saved by the bundle (plain, or under a "model" key), safely (``weights_only``)."""
+    path = str(path)
+    if not os.path.isfile(path):
+        raise BundleInputError(
+            path, "model weights not found", "train one with configs/train.json or pass --ckpt_path to a model.pt"
+        )
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        raise BundleInputError(path, f"is not a readable PyTorch checkpoint ({e})", "re-download or retrain model.pt") from e
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise BundleInputError(path, "does not hold a model state dict", "pass a model.pt saved by this bundle")
+    return state
+
+
+def checkpoint_features(state: dict[str, torch.Tensor]) -> list[int] | None:
+    """The FusionNet widths a state dict was trained with, read off its weights (None if not a FusionNet)."""
+    keys = [f"encoders.{i}.conv_in.conv.weight" for i in range(4)] + ["bridge.conv_in.conv.weight"]
+    if not all(k in state for k in keys):
+        return None
+    return [int(state[k].shape[0]) for k in keys]
+
+
+def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """Load ``path`` into ``network`` (strictly) and return the network.
+
+    A checkpoint of another width or architecture gives a ``BundleInputError`` that names the width to pass.
+    """
+    state = read_state_dict(path)
+    try:
+        network.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        trained = checkpoint_features(state)
+        wanted = list(getattr(network, "features", [])) or None
+        if trained and trained != wanted:
+            fix = f"pass --features \"{trained}\" (the width it was trained with)"
+            problem = f"was trained with features {trained}, but network_def has {wanted}"
+        else:
+            first = str(e).strip().splitlines()[0][:300]
+            fix, problem = "pass the network_def the checkpoint was trained with", f"does not fit network_def ({first})"
+        raise BundleInputError(path, problem, fix) from None
+    return network

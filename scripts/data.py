@@ -1,0 +1,185 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Finding EM images and labels in a dataset folder, and splitting labelled stacks into sections.
+
+A labelled dataset is one of:
+
+- a folder with ``images/`` and ``labels/`` holding files with matching names;
+- a folder with ISBI-style pairs ``<name>-volume.<ext>`` and ``<name>-labels.<ext>``;
+- a MONAI datalist JSON file (``{"training": [{"image": ..., "label": ...}], "validation": [...]}``),
+  with paths relative to the JSON file's folder.
+
+Labels follow ISBI 2012: 0 = membrane, any other value = cell interior.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import BundleInputError
+from .io import image_stem, image_suffix, read_stack
+
+VOLUME_TAG = "-volume"
+LABELS_TAG = "-labels"
+
+
+def _check_folder(dataset_dir: str | os.PathLike) -> Path:
+    folder = Path(dataset_dir)
+    if not folder.exists():
+        raise BundleInputError(folder, "dataset folder not found", "pass --dataset_dir with an existing folder")
+    if not folder.is_dir():
+        raise BundleInputError(folder, "is not a folder", "pass --dataset_dir with a folder of images")
+    return folder
+
+
+def _images_in(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.startswith("."))
+
+
+def find_images(dataset_dir: str | os.PathLike) -> list[str]:
+    """All images to segment in ``dataset_dir``: its ``images/`` subfolder if present, else the folder itself.
+
+    ISBI-style label files (``*-labels.*``) are skipped. Raises ``BundleInputError`` if there are none.
+    """
+    folder = _check_folder(dataset_dir)
+    source = folder / "images" if (folder / "images").is_dir() else folder
+    images = [str(p) for p in _images_in(source) if not image_stem(p).endswith(LABELS_TAG)]
+    if not images:
+        raise BundleInputError(
+            source, "no images found", "put .tif/.tiff/.nii.gz/.mha/.png images in it, or pass another --dataset_dir"
+        )
+    return images
+
+
+def _pairs_from_datalist(path: Path) -> dict[str, list[dict[str, str]]]:
+    from monai.data import load_decathlon_datalist
+
+    lists = {}
+    for key in ("training", "validation"):
+        try:
+            lists[key] = load_decathlon_datalist(str(path), is_segmentation=True, data_list_key=key)
+        except ValueError:
+            lists[key] = []
+        except Exception as e:
+            raise BundleInputError(path, f"cannot be read as a MONAI datalist ({e})", "fix the JSON syntax") from e
+    if not lists["training"]:
+        raise BundleInputError(path, "has no 'training' entries", 'add {"training": [{"image": ..., "label": ...}]}')
+    return lists
+
+
+def find_labelled_pairs(dataset_dir: str | os.PathLike) -> dict[str, list[dict[str, str]]]:
+    """Image/label pairs of a labelled dataset (see the module docstring).
+
+    Returns ``{"training": [...], "validation": [...]}``, each a list of ``{"image": path, "label": path}``;
+    "validation" is empty unless a datalist JSON names it.
+    """
+    path = Path(dataset_dir)
+    if path.suffix.lower() == ".json" and path.is_file():
+        return _pairs_from_datalist(path)
+    folder = _check_folder(path)
+    pairs = []
+    if (folder / "images").is_dir() and (folder / "labels").is_dir():
+        labels = {image_stem(p): p for p in _images_in(folder / "labels")}
+        for image in _images_in(folder / "images"):
+            label = labels.get(image_stem(image))
+            if label is None:
+                raise BundleInputError(
+                    image, "has no label file of the same name in labels/", f"add labels/{image.name} or remove the image"
+                )
+            pairs.append({"image": str(image), "label": str(label)})
+    else:
+        files = _images_in(folder)
+        labels = {image_stem(p)[: -len(LABELS_TAG)]: p for p in files if image_stem(p).endswith(LABELS_TAG)}
+        for image in files:
+            stem = image_stem(image)
+            if stem.endswith(VOLUME_TAG) and stem[: -len(VOLUME_TAG)] in labels:
+                pairs.append({"image": str(image), "label": str(labels[stem[: -len(VOLUME_TAG)]])})
+    if not pairs:
+        raise BundleInputError(
+            folder,
+            "no labelled images found",
+            "use images/ + labels/ with matching names, ISBI-style <name>-volume.tif + <name>-labels.tif, "
+            "or a MONAI datalist JSON",
+        )
+    return {"training": pairs, "validation": []}
+
+
+def check_membrane_labels(label: np.ndarray, path: str) -> None:
+    """Labels must be binary-like: 0 = membrane and one other value = cell (ISBI 2012 convention)."""
+    values = np.unique(label)
+    if len(values) > 2 or (len(values) == 2 and values[0] != 0):
+        shown = ", ".join(str(v) for v in values[:6]) + (" ..." if len(values) > 6 else "")
+        raise BundleInputError(
+            path,
+            f"labels are not binary-like (values {shown})",
+            "use 0 for membrane and one value (e.g. 255) for cell interior, as in ISBI 2012",
+        )
+
+
+def _read_pair(pair: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+    image = read_stack(pair["image"]).array
+    label = read_stack(pair["label"]).array
+    if image.shape != label.shape:
+        raise BundleInputError(
+            pair["label"],
+            f"shape {label.shape} does not match its image {pair['image']} of shape {image.shape}",
+            "give each image a label of the same size and section count",
+        )
+    check_membrane_labels(label, pair["label"])
+    return image, label
+
+
+def _sections(pairs: list[dict[str, str]]) -> list[dict]:
+    items = []
+    for pair in pairs:
+        image, label = _read_pair(pair)
+        for z in range(image.shape[0]):
+            items.append(
+                {"image": image[z][None], "label": label[z][None], "name": f"{Path(pair['image']).name}[{z}]"}
+            )
+    return items
+
+
+def split_sections(dataset_dir: str | os.PathLike, val_fraction: float = 0.2) -> dict[str, list[dict]]:
+    """Read a labelled dataset as 2D sections and hold out the last ones for validation.
+
+    Each item is ``{"image": (1, Y, X) array, "label": (1, Y, X) array, "name": "file.tif[z]"}``.
+    Without a "validation" list in a datalist JSON, the last ``ceil(val_fraction * n)`` of the ``n`` sections
+    (in file order, then section order) are held out: for one ISBI stack of 20 sections and 0.2 that is
+    sections 16-19, a contiguous block, so neighbouring sections do not leak between the two sets.
+
+    Returns ``{"training": [...], "validation": [...]}``.
+    """
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise BundleInputError(
+            "val_fraction", f"must be in [0, 1), got {val_fraction}", "pass e.g. --val_fraction 0.2"
+        )
+    pairs = find_labelled_pairs(dataset_dir)
+    training = _sections(pairs["training"])
+    if pairs["validation"]:
+        return {"training": training, "validation": _sections(pairs["validation"])}
+    n_val = math.ceil(float(val_fraction) * len(training))
+    if n_val >= len(training):
+        raise BundleInputError(
+            dataset_dir,
+            f"only {len(training)} labelled section(s), too few to hold out {n_val} for validation",
+            "add labelled sections or lower --val_fraction (0 disables validation)",
+        )
+    return {"training": training[: len(training) - n_val], "validation": training[len(training) - n_val :]}
+
+
+def image_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` for every image :func:`find_images` finds, for inference."""
+    return [{"image": path} for path in find_images(dataset_dir)]
+
+
+def labelled_sections(dataset_dir: str | os.PathLike, subset: str = "all", val_fraction: float = 0.2) -> list[dict]:
+    """Labelled 2D sections to score: "all" of them, or the "validation"/"training" part of :func:`split_sections`."""
+    if subset == "all":
+        return split_sections(dataset_dir, 0.0)["training"]
+    if subset not in ("training", "validation"):
+        raise BundleInputError("subset", f"unknown value {subset!r}", "use all, training or validation")
+    return split_sections(dataset_dir, val_fraction)[subset]

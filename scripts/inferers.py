@@ -1,0 +1,137 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Sliding-window membrane inference with optional 8-fold flip/rotation test-time augmentation."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
+from torch import nn
+
+from .errors import BundleInputError
+
+DIVISOR = 16
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def autocast_dtype(precision: str) -> torch.dtype | None:
+    """The autocast dtype for a precision name ("fp32" = no autocast), with a clear error for others."""
+    if precision not in PRECISIONS:
+        raise BundleInputError(
+            "precision", f"unknown value {precision!r}", f"use one of {', '.join(PRECISIONS)} (bf16 is fastest on CPU)"
+        )
+    return PRECISIONS[precision]
+
+
+def run_network(network: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """``network(x)`` under ``torch.autocast`` on ``x``'s device when ``dtype`` is set; the result is float32."""
+    if dtype is None:
+        return network(x)
+    with torch.autocast(device_type=x.device.type, dtype=dtype):
+        return network(x).float()
+
+
+class AutocastInferer(Inferer):
+    """Whole-input inference under autocast, for training steps (MONAI's own ``amp`` flag is CUDA-only).
+
+    ``precision="bf16"`` trains about 4x faster than fp32 on AVX-512-bf16 CPUs; weights, optimizer state,
+    batch norm and the loss stay float32. Shape: ``(B, C, *S) -> (B, out_channels, *S)`` logits.
+    """
+
+    def __init__(self, precision: str = "fp32") -> None:
+        super().__init__()
+        self.dtype = autocast_dtype(precision)
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:  # type: ignore[override]
+        return run_network(network, inputs, self.dtype)
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The ``k``-th (0..7) flip/rotation of the last two axes: rotate by ``k % 4`` quarter turns, then flip if ``k >= 4``."""
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def undo_dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Inverse of :func:`dihedral`."""
+    if k >= 4:
+        x = torch.flip(x, dims=(-1,))
+    return torch.rot90(x, -(k % 4), dims=(-2, -1))
+
+
+def membrane_probability(
+    x: torch.Tensor, network: nn.Module, tta: bool = False, dtype: torch.dtype | None = None
+) -> torch.Tensor:
+    """Sigmoid of the network's logits for a batch of windows ``(B, C, *S)``, as float32.
+
+    With ``tta`` it averages the probabilities over the 8 flips/rotations of the last two axes
+    (exactly 8 network passes, no other work beyond the flips). ``dtype`` selects autocast (None = fp32).
+    """
+    if not tta:
+        return torch.sigmoid(run_network(network, x, dtype).float())
+    total = torch.zeros((), device=x.device)
+    for k in range(8):
+        total = total + undo_dihedral(torch.sigmoid(run_network(network, dihedral(x, k), dtype).float()), k)
+    return total / 8
+
+
+class MembraneInferer(Inferer):
+    """Sliding-window inference that returns membrane probability in [0, 1].
+
+    A 2D network run on a stack ``(B, C, Z, Y, X)`` goes section by section (MONAI ``SliceInferer``); a 2D
+    network on ``(B, C, Y, X)`` or a 3D network on ``(B, C, Z, Y, X)`` uses ``SlidingWindowInferer``.
+    Inputs smaller than ``roi_size`` are padded and cropped back by MONAI, so any image size works.
+
+    Args:
+        roi_size: window size, each a multiple of 16 (FusionNet's four poolings).
+        sw_batch_size: windows per network call.
+        overlap: fraction of overlap between windows, in [0, 1).
+        mode: window blending, "gaussian" or "constant".
+        tta: average over the 8 flips/rotations of each window (8x the cost).
+        spatial_dims: the network's spatial dims (2 or 3).
+        padding_mode: how windows are padded at the image border.
+        precision: "fp32", or "bf16"/"fp16" autocast.
+    """
+
+    def __init__(
+        self,
+        roi_size: Sequence[int],
+        sw_batch_size: int = 4,
+        overlap: float = 0.25,
+        mode: str = "gaussian",
+        tta: bool = False,
+        spatial_dims: int = 2,
+        padding_mode: str = "reflect",
+        precision: str = "fp32",
+    ) -> None:
+        super().__init__()
+        self.dtype = autocast_dtype(precision)
+        roi = tuple(int(r) for r in roi_size)
+        if len(roi) != spatial_dims or any(r <= 0 or r % DIVISOR for r in roi):
+            raise BundleInputError(
+                "roi_size",
+                f"must be {spatial_dims} positive multiples of {DIVISOR}, got {list(roi)}",
+                f"pass e.g. --roi_size {[256] * spatial_dims}",
+            )
+        if not 0.0 <= float(overlap) < 1.0:
+            raise BundleInputError("overlap", f"must be in [0, 1), got {overlap}", "pass e.g. --overlap 0.25")
+        if int(sw_batch_size) < 1:
+            raise BundleInputError("sw_batch_size", f"must be >= 1, got {sw_batch_size}", "pass e.g. --sw_batch_size 4")
+        self.tta = bool(tta)
+        self.spatial_dims = spatial_dims
+        common = dict(
+            roi_size=roi, sw_batch_size=int(sw_batch_size), overlap=float(overlap), mode=mode, padding_mode=padding_mode
+        )
+        self.slice_inferer = SliceInferer(spatial_dim=0, **common) if spatial_dims == 2 else None
+        self.window_inferer = SlidingWindowInferer(**common)
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module) -> torch.Tensor:  # type: ignore[override]
+        """Membrane probability with the shape of ``inputs`` (``(B, 1, *S)`` for one output channel)."""
+
+        def predictor(x: torch.Tensor) -> torch.Tensor:
+            return membrane_probability(x, network, self.tta, self.dtype)
+
+        if self.slice_inferer is not None and inputs.ndim == 5:
+            return self.slice_inferer(inputs, predictor)
+        return self.window_inferer(inputs, predictor)

@@ -1,0 +1,99 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Dictionary transforms for EM stacks: loading, per-section normalization, membrane targets.
+
+Shapes: a 2D section is ``(1, Y, X)``, a stack is ``(1, Z, Y, X)`` (channel first, sections along Z).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from .data import check_membrane_labels
+from .errors import BundleInputError
+from .io import read_stack
+
+
+class LoadStackd(MapTransform):
+    """Read ``d[key]`` (a path) as a ``(1, Z, Y, X)`` float32 tensor in working order.
+
+    Also stores ``<key>_path``, ``<key>_layout`` (the file's axis order, see ``scripts.io.to_file_order``) and
+    ``<key>_spacing`` (``(z, y, x)`` or an empty list) so writers can restore the input's shape and units.
+    """
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            stack = read_stack(str(d[key]))
+            d[f"{key}_path"] = stack.path
+            d[f"{key}_layout"] = stack.layout
+            d[f"{key}_spacing"] = list(stack.spacing) if stack.spacing else []
+            d[key] = torch.from_numpy(stack.array.astype(np.float32, copy=False))[None]
+        return d
+
+
+def normalize_sections(image: np.ndarray | torch.Tensor, lower: float = 1.0, upper: float = 99.0) -> torch.Tensor:
+    """Scale each 2D section (the last two axes) so its ``lower``/``upper`` percentiles map to 0/1, clipped.
+
+    ssTEM sections vary in brightness and contrast, so each is normalized on its own, in training and
+    inference alike. A flat section (all one value) becomes all zeros. Shape is kept.
+    """
+    x = torch.as_tensor(image, dtype=torch.float32)
+    flat = x.reshape(-1, x.shape[-2] * x.shape[-1])
+    q = torch.quantile(flat[:, :: max(1, flat.shape[1] // 65536)], torch.tensor([lower / 100, upper / 100]), dim=1)
+    lo, span = q[0][:, None], (q[1] - q[0])[:, None]
+    scaled = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-12), torch.zeros_like(flat))
+    return scaled.clamp_(0.0, 1.0).reshape(x.shape)
+
+
+class NormalizeSectionsd(MapTransform):
+    """Dictionary version of :func:`normalize_sections`."""
+
+    def __init__(self, keys: KeysCollection, lower: float = 1.0, upper: float = 99.0, allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.lower, self.upper = lower, upper
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            d[key] = normalize_sections(d[key], self.lower, self.upper)  # type: ignore[arg-type]
+        return d
+
+
+class MembraneTargetd(MapTransform):
+    """Turn an ISBI label (0 = membrane, other = cell) into a float membrane target (1 = membrane).
+
+    Raises ``BundleInputError`` if the label has more than two values (not binary-like).
+    """
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = np.asarray(d[key])
+            check_membrane_labels(label, str(d.get("name", d.get(f"{key}_path", key))))
+            d[key] = torch.from_numpy((label == 0).astype(np.float32))
+        return d
+
+
+class CheckSpatialSized(MapTransform):
+    """Check that every sample is at least ``min_size`` in its last two axes (e.g. the training patch size)."""
+
+    def __init__(self, keys: KeysCollection, min_size: tuple[int, int], allow_missing_keys: bool = False):
+        super().__init__(keys, allow_missing_keys)
+        self.min_size = tuple(int(s) for s in min_size)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            size = tuple(np.asarray(d[key]).shape[-2:])
+            if any(s < m for s, m in zip(size, self.min_size)):
+                raise BundleInputError(
+                    d.get("name", key),
+                    f"section size {size} is smaller than the patch size {self.min_size}",
+                    f"pass a smaller --patch_size (a multiple of 16, at most {min(size)})",
+                )
+        return d

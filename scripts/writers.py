@@ -1,0 +1,71 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Writing inference results: ``<stem>_prob.tif``, ``<stem>_seg.tif`` and ``<stem>_cells.csv``."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
+
+from .errors import BundleInputError
+from .instances import INSTANCE_MODES, segment_cells
+from .io import image_stem, to_file_order, write_tiff
+from .morphology import cell_table, write_cell_table
+
+
+class SaveEMResultsd(MapTransform):
+    """Write the membrane probability, cell labels and cell table of one image.
+
+    Expects ``d[key]`` = membrane probability ``(1, Z, Y, X)`` and the ``image_path``/``image_layout``/
+    ``image_spacing`` entries from ``LoadStackd``. Writes, each atomically (no partial file on failure):
+
+    - ``<output_dir>/<stem>_prob.tif``: float32 in [0, 1], the input's shape and axis order;
+    - ``<output_dir>/<stem>_seg.tif``: uint32 cell labels (0 = boundary), same shape (unless mode "none");
+    - ``<output_dir>/<stem>_cells.csv``: one row per cell (unless mode "none").
+
+    Args:
+        keys: the probability key (usually "pred").
+        output_dir: folder for the results (created if missing).
+        instance_mode: "2d" (per section), "3d" (whole volume) or "none" (probability only).
+        seed_threshold: watershed seeds are regions with probability below it.
+        min_seed_size: smaller seeds are ignored.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        output_dir: str,
+        instance_mode: str = "2d",
+        seed_threshold: float = 0.5,
+        min_seed_size: int = 16,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if instance_mode not in INSTANCE_MODES:
+            raise BundleInputError(
+                "instance_mode", f"unknown value {instance_mode!r}", f"use one of {', '.join(INSTANCE_MODES)}"
+            )
+        self.output_dir = str(output_dir)
+        self.instance_mode = instance_mode
+        self.seed_threshold = seed_threshold
+        self.min_seed_size = min_seed_size
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            pred = d[key]
+            prob = (pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred))[0]
+            prob = np.clip(prob.astype(np.float32, copy=False), 0.0, 1.0)
+            layout = str(d["image_layout"])
+            stem = os.path.join(self.output_dir, image_stem(str(d["image_path"])))
+            write_tiff(f"{stem}_prob.tif", to_file_order(prob, layout))
+            if self.instance_mode != "none":
+                cells = segment_cells(prob, self.instance_mode, self.seed_threshold, self.min_seed_size)
+                write_tiff(f"{stem}_seg.tif", to_file_order(cells, layout))
+                spacing = d.get("image_spacing") or None
+                write_cell_table(f"{stem}_cells.csv", cell_table(cells, self.instance_mode, spacing), self.instance_mode)
+        return d
