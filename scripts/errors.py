@@ -12,3 +12,14 @@ class BundleInputError(ValueError):
         self.problem = problem
         self.fix = fix
         super().__init__(f"{what}: {problem}. Fix: {fix}")
+
+
+def find_input_error(exc: BaseException | None) -> BundleInputError | None:
+    """The first ``BundleInputError`` in ``exc``'s cause/context chain (MONAI wraps config errors), or None."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, BundleInputError):
+            return exc
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return None

@@ -118,13 +118,20 @@ class MembraneInferer(Inferer):
             raise BundleInputError("overlap", f"must be in [0, 1), got {overlap}", "pass e.g. --overlap 0.25")
         if int(sw_batch_size) < 1:
             raise BundleInputError("sw_batch_size", f"must be >= 1, got {sw_batch_size}", "pass e.g. --sw_batch_size 4")
+        self.roi_size = roi
         self.tta = bool(tta)
         self.spatial_dims = spatial_dims
-        common = dict(
-            roi_size=roi, sw_batch_size=int(sw_batch_size), overlap=float(overlap), mode=mode, padding_mode=padding_mode
+        self.window_kwargs = dict(
+            sw_batch_size=int(sw_batch_size), overlap=float(overlap), mode=mode, padding_mode=padding_mode
         )
-        self.slice_inferer = SliceInferer(spatial_dim=0, **common) if spatial_dims == 2 else None
-        self.window_inferer = SlidingWindowInferer(**common)
+
+    def window_size(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:
+        """``roi_size``, shrunk to the image (rounded up to a multiple of 16) where the image is smaller.
+
+        Reflect padding needs the pad to be smaller than the image, so a 64x64 image gets 64x64 windows,
+        not 256x256 ones; larger images use ``roi_size`` unchanged.
+        """
+        return tuple(min(r, -(-int(s) // DIVISOR) * DIVISOR) for r, s in zip(self.roi_size, spatial_shape))
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module) -> torch.Tensor:  # type: ignore[override]
         """Membrane probability with the shape of ``inputs`` (``(B, 1, *S)`` for one output channel)."""
@@ -132,6 +139,7 @@ class MembraneInferer(Inferer):
         def predictor(x: torch.Tensor) -> torch.Tensor:
             return membrane_probability(x, network, self.tta, self.dtype)
 
-        if self.slice_inferer is not None and inputs.ndim == 5:
-            return self.slice_inferer(inputs, predictor)
-        return self.window_inferer(inputs, predictor)
+        roi = self.window_size(inputs.shape[-self.spatial_dims :])
+        if self.spatial_dims == 2 and inputs.ndim == 5:
+            return SliceInferer(spatial_dim=0, roi_size=roi, **self.window_kwargs)(inputs, predictor)
+        return SlidingWindowInferer(roi_size=roi, **self.window_kwargs)(inputs, predictor)

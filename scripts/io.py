@@ -9,6 +9,7 @@ so outputs keep the input's shape and axis order.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 from collections.abc import Iterator
@@ -67,10 +68,36 @@ def to_file_order(array: np.ndarray, layout: str) -> np.ndarray:
     raise ValueError(f"unknown layout {layout!r}, expected 'zyx', 'yx' or 'xyz'")
 
 
+class _WarningRecorder(logging.Handler):
+    """Collects a library's warnings (tifffile only logs truncated pages and returns what it could read)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+@contextmanager
+def _fail_on_warnings(logger_name: str) -> Iterator[None]:
+    logger = logging.getLogger(logger_name)
+    recorder = _WarningRecorder()
+    logger.addHandler(recorder)
+    propagate, logger.propagate = logger.propagate, False
+    try:
+        yield
+    finally:
+        logger.removeHandler(recorder)
+        logger.propagate = propagate
+    if recorder.messages:
+        raise ValueError("; ".join(m.strip().splitlines()[0] for m in recorder.messages[:2]))
+
+
 def _read_tiff(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     import tifffile
 
-    with tifffile.TiffFile(path) as tif:
+    with _fail_on_warnings("tifffile"), tifffile.TiffFile(path) as tif:
         array = tif.asarray()
         spacing = None
         page = tif.pages[0]
@@ -177,4 +204,4 @@ def write_tiff(path: str | os.PathLike, array: np.ndarray) -> None:
     import tifffile
 
     with atomic_path(path) as tmp:
-        tifffile.imwrite(tmp, array, compression="zlib")
+        tifffile.imwrite(tmp, array, compression="zlib", photometric="minisblack")

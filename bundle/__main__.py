@@ -1,0 +1,27 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""``python -m bundle <command>``: see ``python -m bundle --help``."""
+
+from __future__ import annotations
+
+import sys
+
+import fire
+
+from bundle.cli import COMMANDS
+from scripts.errors import find_input_error
+
+
+def main() -> int:
+    try:
+        fire.Fire(COMMANDS, name="bundle")
+    except Exception as e:
+        error = find_input_error(e)
+        if error is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,117 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts.data import find_images, find_labelled_pairs, labelled_sections, split_sections
+from scripts.errors import BundleInputError
+from scripts.io import write_tiff
+
+
+def _stack(z: int = 5, value: int = 255) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(z)
+    image = rng.integers(0, 255, (z, 32, 32)).astype(np.uint8)
+    label = np.full((z, 32, 32), value, np.uint8)
+    label[:, ::8] = 0
+    return image, label
+
+
+def test_images_and_labels_folders(tmp_path: Path) -> None:
+    image, label = _stack()
+    for name in ("a.tif", "b.tif"):
+        write_tiff(tmp_path / "images" / name, image)
+        write_tiff(tmp_path / "labels" / name, label)
+    pairs = find_labelled_pairs(tmp_path)["training"]
+    assert [Path(p["image"]).name for p in pairs] == ["a.tif", "b.tif"]
+    assert all(Path(p["label"]).parent.name == "labels" for p in pairs)
+    assert [Path(p).name for p in find_images(tmp_path)] == ["a.tif", "b.tif"]
+
+
+def test_isbi_style_pairs_and_inference_skips_labels(tmp_path: Path) -> None:
+    image, label = _stack()
+    write_tiff(tmp_path / "train-volume.tif", image)
+    write_tiff(tmp_path / "train-labels.tif", label)
+    write_tiff(tmp_path / "test-volume.tif", image)
+    pairs = find_labelled_pairs(tmp_path)["training"]
+    assert [(Path(p["image"]).name, Path(p["label"]).name) for p in pairs] == [("train-volume.tif", "train-labels.tif")]
+    assert [Path(p).name for p in find_images(tmp_path)] == ["test-volume.tif", "train-volume.tif"]
+
+
+def test_datalist_json_with_its_own_validation(tmp_path: Path) -> None:
+    image, label = _stack(3)
+    for name in ("a", "b"):
+        write_tiff(tmp_path / f"{name}.tif", image)
+        write_tiff(tmp_path / f"{name}_lab.tif", label)
+    datalist = {
+        "training": [{"image": "a.tif", "label": "a_lab.tif"}],
+        "validation": [{"image": "b.tif", "label": "b_lab.tif"}],
+    }
+    (tmp_path / "datalist.json").write_text(json.dumps(datalist))
+    split = split_sections(tmp_path / "datalist.json", 0.2)
+    assert len(split["training"]) == 3 and len(split["validation"]) == 3
+    assert split["validation"][0]["name"] == "b.tif[0]"
+
+
+def test_last_sections_are_held_out(tmp_path: Path) -> None:
+    image, label = _stack(20)
+    write_tiff(tmp_path / "x-volume.tif", image)
+    write_tiff(tmp_path / "x-labels.tif", label)
+    split = split_sections(tmp_path, 0.2)
+    assert [s["name"] for s in split["validation"]] == [f"x-volume.tif[{z}]" for z in range(16, 20)]
+    assert len(split["training"]) == 16
+    assert split["training"][3]["image"].shape == (1, 32, 32)
+    np.testing.assert_array_equal(split["training"][3]["image"][0], image[3])
+    assert len(labelled_sections(tmp_path, "all")) == 20
+    assert len(labelled_sections(tmp_path, "validation", 0.2)) == 4
+
+
+def test_missing_and_empty_folders(tmp_path: Path) -> None:
+    with pytest.raises(BundleInputError, match="dataset folder not found"):
+        find_images(tmp_path / "absent")
+    with pytest.raises(BundleInputError, match="no images found"):
+        find_images(tmp_path)
+    with pytest.raises(BundleInputError, match="no labelled images found"):
+        find_labelled_pairs(tmp_path)
+
+
+def test_image_without_label(tmp_path: Path) -> None:
+    image, label = _stack()
+    write_tiff(tmp_path / "images" / "a.tif", image)
+    write_tiff(tmp_path / "labels" / "other.tif", label)
+    with pytest.raises(BundleInputError, match="has no label file of the same name"):
+        find_labelled_pairs(tmp_path)
+
+
+def test_shape_mismatch_names_the_label_file(tmp_path: Path) -> None:
+    image, label = _stack()
+    write_tiff(tmp_path / "x-volume.tif", image)
+    write_tiff(tmp_path / "x-labels.tif", label[:3])
+    with pytest.raises(BundleInputError, match=r"x-labels.tif: shape \(3, 32, 32\) does not match"):
+        split_sections(tmp_path, 0.2)
+
+
+def test_labels_that_are_not_binary(tmp_path: Path) -> None:
+    image, label = _stack()
+    label[:, 1, :5] = np.arange(5)
+    write_tiff(tmp_path / "x-volume.tif", image)
+    write_tiff(tmp_path / "x-labels.tif", label)
+    with pytest.raises(BundleInputError, match="not binary-like"):
+        split_sections(tmp_path, 0.2)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.0, 2])
+def test_bad_validation_fraction(tmp_path: Path, fraction: float) -> None:
+    with pytest.raises(BundleInputError, match="val_fraction"):
+        split_sections(tmp_path, fraction)
+
+
+def test_too_few_sections_for_validation(tmp_path: Path) -> None:
+    image, label = _stack(1)
+    write_tiff(tmp_path / "x-volume.tif", image)
+    write_tiff(tmp_path / "x-labels.tif", label)
+    with pytest.raises(BundleInputError, match="too few to hold out"):
+        split_sections(tmp_path, 0.2)

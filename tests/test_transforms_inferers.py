@@ -1,0 +1,125 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from scripts.errors import BundleInputError
+from scripts.fusionnet import FusionNet
+from scripts.inferers import AutocastInferer, MembraneInferer, dihedral, membrane_probability, undo_dihedral
+from scripts.transforms import CheckSpatialSized, MembraneTargetd, NormalizeSectionsd, normalize_sections
+
+
+def test_each_section_is_normalized_on_its_own() -> None:
+    stack = torch.stack([torch.linspace(0, 100, 400).reshape(20, 20), torch.linspace(50, 60, 400).reshape(20, 20)])
+    out = normalize_sections(stack[None])
+    assert out.shape == (1, 2, 20, 20)
+    for z in range(2):
+        assert out[0, z].min() == 0.0 and out[0, z].max() == 1.0
+        assert 0.45 < out[0, z].median() < 0.55
+
+
+def test_flat_section_becomes_zeros() -> None:
+    out = NormalizeSectionsd("image")({"image": torch.full((1, 8, 8), 7.0)})["image"]
+    assert torch.count_nonzero(out) == 0
+
+
+def test_membrane_target_inverts_isbi_labels() -> None:
+    label = np.array([[[0, 255], [255, 0]]], np.uint8)
+    target = MembraneTargetd("label")({"label": label})["label"]
+    torch.testing.assert_close(target, torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))
+
+
+def test_membrane_target_rejects_multi_valued_labels() -> None:
+    with pytest.raises(BundleInputError, match="not binary-like"):
+        MembraneTargetd("label")({"label": np.array([[[0, 1, 2]]]), "name": "x.tif[0]"})
+
+
+def test_patch_larger_than_section_is_rejected() -> None:
+    with pytest.raises(BundleInputError, match="smaller than the patch size"):
+        CheckSpatialSized("image", (64, 64))({"image": np.zeros((1, 32, 80)), "name": "x.tif[0]"})
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_dihedral_is_undone(k: int) -> None:
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    torch.testing.assert_close(undo_dihedral(dihedral(x, k), k), x)
+
+
+def test_the_eight_transforms_are_distinct() -> None:
+    x = torch.arange(16.0).reshape(1, 1, 4, 4)
+    assert len({tuple(dihedral(x, k).flatten().tolist()) for k in range(8)}) == 8
+
+
+def test_tta_of_an_equivariant_network_equals_one_pass() -> None:
+    net = torch.nn.Identity()
+    x = torch.randn(2, 1, 16, 16)
+    torch.testing.assert_close(membrane_probability(x, net, tta=True), torch.sigmoid(x))
+
+
+def test_tta_calls_the_network_eight_times() -> None:
+    calls = []
+
+    class Counting(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            calls.append(x.shape)
+            return x
+
+    membrane_probability(torch.randn(1, 1, 16, 16), Counting(), tta=True)
+    assert len(calls) == 8
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3, 40, 72), (1, 1, 40, 72), (1, 1, 1, 20, 20)])
+def test_membrane_inferer_keeps_shape_and_range(shape: tuple[int, ...]) -> None:
+    net = FusionNet(features=(4, 8, 8, 8, 8)).eval()
+    with torch.no_grad():
+        prob = MembraneInferer(roi_size=(32, 32), sw_batch_size=2, tta=True)(torch.rand(shape), net)
+    assert prob.shape == shape
+    assert 0.0 <= float(prob.min()) and float(prob.max()) <= 1.0
+
+
+def test_images_smaller_than_the_window_get_a_smaller_window() -> None:
+    inferer = MembraneInferer(roi_size=(256, 256))
+    assert inferer.window_size((64, 50)) == (64, 64)
+    assert inferer.window_size((512, 300)) == (256, 256)
+    net = FusionNet(features=(4, 8, 8, 8, 8)).eval()
+    with torch.no_grad():
+        assert inferer(torch.rand(1, 1, 2, 40, 70), net).shape == (1, 1, 2, 40, 70)
+
+
+def test_slices_are_independent() -> None:
+    """A 2D network on a stack must give each section the same result as on its own."""
+    net = FusionNet(features=(4, 8, 8, 8, 8)).eval()
+    stack = torch.rand(1, 1, 3, 32, 48)
+    inferer = MembraneInferer(roi_size=(32, 32), sw_batch_size=3)
+    with torch.no_grad():
+        whole = inferer(stack, net)
+        alone = inferer(stack[:, :, 1], net)
+    torch.testing.assert_close(whole[:, :, 1], alone, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        ({"roi_size": (40, 32)}, "roi_size"),
+        ({"roi_size": (32,)}, "roi_size"),
+        ({"roi_size": (32, 32), "overlap": 1.0}, "overlap"),
+        ({"roi_size": (32, 32), "sw_batch_size": 0}, "sw_batch_size"),
+        ({"roi_size": (32, 32), "precision": "int8"}, "precision"),
+    ],
+)
+def test_bad_inferer_settings(kwargs: dict, match: str) -> None:
+    with pytest.raises(BundleInputError, match=match):
+        MembraneInferer(**kwargs)
+
+
+def test_bf16_autocast_inferer_returns_float32_logits_close_to_fp32() -> None:
+    torch.manual_seed(0)
+    net = FusionNet(features=(4, 8, 8, 8, 8)).eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        fp32 = AutocastInferer("fp32")(x, net)
+        bf16 = AutocastInferer("bf16")(x, net)
+    assert bf16.dtype == torch.float32
+    assert torch.allclose(torch.sigmoid(bf16), torch.sigmoid(fp32), atol=0.05)

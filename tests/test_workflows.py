@@ -1,0 +1,160 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""The bundle's three workflows, run the way users run them."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from conftest import ISBI, ROOT, TINY, run_cli, run_workflow, tiny_train_overrides, workflow
+from ignite.engine import Events
+from monai.handlers import from_engine
+
+from scripts.io import write_tiff
+from scripts.synthetic import make_em_stack
+
+
+def test_training_loss_falls(labelled_dir: Path, tmp_path: Path) -> None:
+    overrides = tiny_train_overrides(labelled_dir, tmp_path)
+    overrides.update(samples_per_section=8, epochs=2, learning_rate=0.01)
+    wf = workflow("train.json", **overrides)
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    losses: dict[int, list[float]] = {}
+    trainer.add_event_handler(
+        Events.ITERATION_COMPLETED,
+        lambda e: losses.setdefault(e.state.epoch, []).append(from_engine(["loss"], first=True)(e.state.output)),
+    )
+    wf.run()
+    assert set(losses) == {1, 2}
+    assert np.mean(losses[2]) < np.mean(losses[1])
+    assert (tmp_path / "model.pt").is_file() and (tmp_path / "model_final.pt").is_file()
+    assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_configs_have_the_monai_properties(labelled_dir: Path, tiny_checkpoint: Path) -> None:
+    weights = {"ckpt_path": str(tiny_checkpoint), "features": TINY}
+    assert workflow("train.json", dataset_dir=str(labelled_dir)).check_properties() == []
+    assert workflow("inference.json", **weights).check_properties() == []
+    assert workflow("evaluate.json", dataset_dir=str(labelled_dir), **weights).check_properties() == []
+
+
+def test_evaluate_writes_metrics_csv(labelled_dir: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
+    run_workflow(
+        "evaluate.json",
+        dataset_dir=str(labelled_dir),
+        ckpt_path=str(tiny_checkpoint),
+        features=TINY,
+        roi_size=[64, 64],
+        output_dir=str(tmp_path),
+        subset="validation",
+    )
+    rows = dict(csv.reader((tmp_path / "metrics.csv").open()))
+    assert 0.0 <= float(rows["mean_dice"]) <= 1.0
+    details = (tmp_path / "mean_dice_raw.csv").read_text()
+    assert "em-volume.tif[4]" in details
+
+
+def _check_outputs(output_dir: Path, stem: str, shape: tuple[int, ...]) -> None:
+    prob = tifffile.imread(output_dir / f"{stem}_prob.tif")
+    assert prob.shape == shape and prob.dtype == np.float32
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    seg = tifffile.imread(output_dir / f"{stem}_seg.tif")
+    assert seg.shape == shape and seg.dtype == np.uint32
+    rows = list(csv.DictReader((output_dir / f"{stem}_cells.csv").open()))
+    assert {int(r["id"]) for r in rows} == set(np.unique(seg[seg > 0]).tolist())
+    assert not list(output_dir.glob("*.part"))
+
+
+def test_inference_writes_probability_cells_and_table(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    image, _ = make_em_stack((3, 80, 112), seed=3)
+    write_tiff(tmp_path / "in" / "stack.tif", image)
+    write_tiff(tmp_path / "in" / "single.tif", image[0])
+    run_workflow(
+        "inference.json",
+        dataset_dir=str(tmp_path / "in"),
+        output_dir=str(tmp_path / "out"),
+        ckpt_path=str(tiny_checkpoint),
+        features=TINY,
+        roi_size=[64, 64],
+        tta=True,
+    )
+    _check_outputs(tmp_path / "out", "stack", (3, 80, 112))
+    _check_outputs(tmp_path / "out", "single", (80, 112))
+
+
+def test_inference_instance_mode_none_writes_probability_only(tiny_checkpoint: Path, tmp_path: Path) -> None:
+    write_tiff(tmp_path / "in" / "a.tif", make_em_stack((1, 64, 64), seed=4)[0][0])
+    run_workflow(
+        "inference.json",
+        dataset_dir=str(tmp_path / "in"),
+        output_dir=str(tmp_path / "out"),
+        ckpt_path=str(tiny_checkpoint),
+        features=TINY,
+        instance_mode="none",
+    )
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_prob.tif"]
+
+
+@pytest.mark.skipif(not (ROOT / "models" / "model.pt").is_file(), reason="no shipped models/model.pt")
+def test_default_inference_on_the_shipped_sample(tmp_path: Path) -> None:
+    """README's main job: the shipped model on the embedded sample, through `python -m monai.bundle run`."""
+    result = run_cli("-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--output_dir", str(tmp_path))
+    assert result.returncode == 0, result.stderr[-3000:]
+    _check_outputs(tmp_path, "em-volume", tifffile.imread(ROOT / "sample" / "em-volume.tif").shape)
+    prob = tifffile.imread(tmp_path / "em-volume_prob.tif")
+    membrane = tifffile.imread(ROOT / "sample" / "em-labels.tif") == 0
+    assert prob[membrane].mean() > prob[~membrane].mean() + 0.2  # the shipped model sees the sample's membranes
+
+
+@pytest.mark.skipif(not ISBI.is_dir(), reason="../shared/data/isbi2012 is absent")
+@pytest.mark.skipif(not (ROOT / "models" / "model.pt").is_file(), reason="no shipped models/model.pt")
+def test_inference_on_real_isbi_stacks(tmp_path: Path) -> None:
+    result = run_cli(
+        "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+        "--dataset_dir", str(ISBI), "--output_dir", str(tmp_path), "--instance_mode", "none",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stem in ("train-volume", "test-volume"):
+        prob = tifffile.imread(tmp_path / f"{stem}_prob.tif")
+        assert prob.shape == tifffile.imread(ISBI / f"{stem}.tif").shape and prob.dtype == np.float32
+    assert not (tmp_path / "train-labels_prob.tif").exists()
+    labels = tifffile.imread(ISBI / "train-labels.tif")
+    prob = tifffile.imread(tmp_path / "train-volume_prob.tif")[16:]
+    pred, true = prob > 0.5, labels[16:] == 0  # the held-out sections
+    dice = 2 * (pred & true).sum() / (pred.sum() + true.sum())
+    assert dice > 0.7
+
+
+def test_cli_help_lists_the_commands() -> None:
+    result = run_cli("-m", "bundle", "--help")
+    assert result.returncode == 0
+    for command in ("infer", "train", "evaluate", "make_sample", "verify"):
+        assert command in result.stdout + result.stderr
+
+
+def test_metadata_and_network_io_verify() -> None:
+    result = run_cli("-m", "bundle", "verify")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "verified" in result.stdout
+    result = run_cli(
+        "-m", "monai.bundle", "verify_metadata", "--meta_file", "configs/metadata.json",
+        "--filepath", "bundle/metadata_schema.json",
+    )  # fmt: skip
+    assert result.returncode == 0 and "verified" in result.stdout + result.stderr
+
+
+def test_make_sample_reproduces_the_shipped_sample(tmp_path: Path) -> None:
+    from bundle.cli import make_sample
+
+    make_sample(str(tmp_path))
+    for name in ("em-volume.tif", "em-labels.tif"):
+        np.testing.assert_array_equal(tifffile.imread(tmp_path / name), tifffile.imread(ROOT / "sample" / name))
+
+
+def test_checkpoint_state_is_a_plain_state_dict(tiny_checkpoint: Path) -> None:
+    state = torch.load(tiny_checkpoint, weights_only=True)
+    assert "encoders.0.conv_in.conv.weight" in state
