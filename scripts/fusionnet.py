@@ -17,6 +17,8 @@ from monai.networks.blocks import Convolution
 from monai.networks.layers.factories import Pool
 from torch import nn
 
+from .errors import BundleInputError
+
 __all__ = ["FusionNet", "ResidualBlock", "FusionLevel"]
 
 PAPER_FEATURES = (64, 128, 256, 512, 1024)
@@ -113,18 +115,26 @@ class FusionNet(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        features = tuple(int(f) for f in features)
+        try:
+            features = tuple(int(f) for f in features)
+        except (TypeError, ValueError):
+            raise BundleInputError(
+                "features", f"must be a list of 5 integers, got {features!r}", 'pass e.g. --features "[16, 32, 64, 128, 256]"'
+            ) from None
         if spatial_dims not in (2, 3):
-            raise ValueError(f"FusionNet: spatial_dims must be 2 or 3, got {spatial_dims}.")
+            raise BundleInputError("spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)")
         if len(features) != len(PAPER_FEATURES) or min(features) < 1:
-            raise ValueError(
-                f"FusionNet: features must list 5 positive widths (4 encoder levels and the bridge, "
-                f"e.g. {list(PAPER_FEATURES)} or [16, 32, 64, 128, 256]), got {list(features)}."
+            raise BundleInputError(
+                "features",
+                f"must list 5 positive widths (4 encoder levels and the bridge), got {list(features)}",
+                f'pass e.g. --features "{list(PAPER_FEATURES)}" (paper) or "[16, 32, 64, 128, 256]" (shipped model)',
             )
         if res_convs < 1:
-            raise ValueError(f"FusionNet: res_convs must be at least 1, got {res_convs}.")
+            raise BundleInputError("res_convs", f"must be at least 1, got {res_convs}", "pass e.g. --res_convs 3")
         if upsample_kernel_size not in (2, 3):
-            raise ValueError(f"FusionNet: upsample_kernel_size must be 2 or 3, got {upsample_kernel_size}.")
+            raise BundleInputError(
+                "upsample_kernel_size", f"must be 2 or 3, got {upsample_kernel_size}", "pass 2 (paper) or 3"
+            )
         self.spatial_dims = spatial_dims
         self.features = features
         drop = dropout if dropout else None

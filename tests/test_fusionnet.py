@@ -61,7 +61,7 @@ def test_conv_norm_activation_order() -> None:
 
 @pytest.mark.parametrize("features", [[16, 32, 64, 128], [16, 32, 64, 128, 256, 512], [16, 0, 64, 128, 256]])
 def test_wrong_width_list_is_rejected(features: list[int]) -> None:
-    with pytest.raises(ValueError, match="features must list 5 positive widths"):
+    with pytest.raises(ValueError, match="must list 5 positive widths"):
         FusionNet(features=features)
 
 

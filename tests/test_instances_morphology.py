@@ -1,0 +1,79 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts.instances import segment_cells
+from scripts.morphology import COLUMNS_2D, COLUMNS_3D, cell_table, write_cell_table
+
+
+def _two_cells() -> np.ndarray:
+    """One section, 20 x 41: two 20 x 20 cells split by a membrane column at x = 20."""
+    prob = np.zeros((1, 20, 41), np.float32)
+    prob[:, :, 20] = 1.0
+    return prob
+
+
+def test_watershed_separates_cells_by_a_one_pixel_line() -> None:
+    labels = segment_cells(_two_cells(), "2d")
+    assert labels.dtype == np.uint32 and labels.shape == (1, 20, 41)
+    assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    assert (labels[0, :, 20] == 0).all() and (labels[0, :, :20] > 0).all() and (labels[0, :, 21:] > 0).all()
+
+
+def test_2d_ids_are_unique_across_sections() -> None:
+    labels = segment_cells(np.concatenate([_two_cells(), _two_cells()]), "2d")
+    assert set(np.unique(labels[0]).tolist()) == {0, 1, 2}
+    assert set(np.unique(labels[1]).tolist()) == {0, 3, 4}
+
+
+def test_3d_mode_links_cells_through_sections() -> None:
+    labels = segment_cells(np.concatenate([_two_cells(), _two_cells()]), "3d")
+    assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    assert labels[0, 5, 5] == labels[1, 5, 5]
+
+
+def test_small_seeds_are_ignored() -> None:
+    prob = _two_cells()
+    prob[0, 2:4, 2:4] = 1.0
+    prob[0, 2, 2] = 0.0  # a 1-pixel hole in the membrane blob is no cell of its own
+    assert segment_cells(prob, "2d", min_seed_size=16).max() == 2
+
+
+def test_unknown_mode() -> None:
+    with pytest.raises(ValueError, match="instance mode"):
+        segment_cells(_two_cells(), "4d")
+
+
+def test_2d_table_measures_each_cell(tmp_path: Path) -> None:
+    labels = np.zeros((2, 10, 10), np.uint32)
+    labels[0, 0:4, 0:4] = 1
+    labels[1, 2:8, 2:5] = 2
+    rows = cell_table(labels, "2d", spacing=(50.0, 4.0, 4.0))
+    assert [(r["id"], r["slice"], r["area_px"]) for r in rows] == [(1, 0, 16), (2, 1, 18)]
+    assert rows[0]["area_phys"] == 16 * 16.0
+    assert rows[0]["centroid_y"] == 1.5 and rows[1]["centroid_x"] == 3.0
+    assert rows[0]["solidity"] == 1.0 and rows[0]["eccentricity"] == 0.0
+    assert rows[0]["equivalent_diameter_px"] == pytest.approx(2 * np.sqrt(16 / np.pi))
+    write_cell_table(str(tmp_path / "c.csv"), rows)
+    read = list(csv.DictReader((tmp_path / "c.csv").open()))
+    assert tuple(read[0]) == COLUMNS_2D and len(read) == 2
+
+
+def test_3d_table_measures_volumes() -> None:
+    labels = np.zeros((6, 6, 6), np.uint32)
+    labels[1:3, 1:3, 1:5] = 5
+    (row,) = cell_table(labels, "3d", spacing=None)
+    assert set(row) == set(COLUMNS_3D)
+    assert row["volume_px"] == 16 and row["volume_phys"] == ""
+    assert row["surface_area_px"] == 2 * (2 * 2 + 2 * 4 + 2 * 4)
+    assert row["elongation"] > 1.5  # 2 x 2 x 4 box is elongated along x
+
+
+def test_empty_table_still_has_a_header(tmp_path: Path) -> None:
+    write_cell_table(str(tmp_path / "c.csv"), cell_table(np.zeros((1, 4, 4), np.uint32)))
+    assert (tmp_path / "c.csv").read_text().strip() == ",".join(COLUMNS_2D)
