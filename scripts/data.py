@@ -119,7 +119,7 @@ def check_membrane_labels(label: np.ndarray, path: str) -> None:
         )
 
 
-def _read_pair(pair: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
+def _read_pair(pair: dict[str, str], target: str) -> tuple[np.ndarray, np.ndarray]:
     image = read_stack(pair["image"]).array
     label = read_stack(pair["label"]).array
     if image.shape != label.shape:
@@ -128,14 +128,15 @@ def _read_pair(pair: dict[str, str]) -> tuple[np.ndarray, np.ndarray]:
             f"shape {label.shape} does not match its image {pair['image']} of shape {image.shape}",
             "give each image a label of the same size and section count",
         )
-    check_membrane_labels(label, pair["label"])
+    if target == "membrane":
+        check_membrane_labels(label, pair["label"])
     return image, label
 
 
-def _sections(pairs: list[dict[str, str]]) -> list[dict]:
+def _sections(pairs: list[dict[str, str]], target: str) -> list[dict]:
     items = []
     for pair in pairs:
-        image, label = _read_pair(pair)
+        image, label = _read_pair(pair, target)
         for z in range(image.shape[0]):
             items.append(
                 {"image": image[z][None], "label": label[z][None], "name": f"{Path(pair['image']).name}[{z}]"}
@@ -143,7 +144,14 @@ def _sections(pairs: list[dict[str, str]]) -> list[dict]:
     return items
 
 
-def split_sections(dataset_dir: str | os.PathLike, val_fraction: float = 0.2) -> dict[str, list[dict]]:
+def _check_fraction(val_fraction: float) -> None:
+    if not 0.0 <= float(val_fraction) < 1.0:
+        raise BundleInputError("val_fraction", f"must be in [0, 1), got {val_fraction}", "pass e.g. --val_fraction 0.2")
+
+
+def split_sections(
+    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "membrane"
+) -> dict[str, list[dict]]:
     """Read a labelled dataset as 2D sections and hold out the last ones for validation.
 
     Each item is ``{"image": (1, Y, X) array, "label": (1, Y, X) array, "name": "file.tif[z]"}``.
@@ -151,16 +159,15 @@ def split_sections(dataset_dir: str | os.PathLike, val_fraction: float = 0.2) ->
     (in file order, then section order) are held out: for one ISBI stack of 20 sections and 0.2 that is
     sections 16-19, a contiguous block, so neighbouring sections do not leak between the two sets.
 
+    ``target`` "membrane" checks that labels are binary-like (ISBI); other targets take any labels.
+
     Returns ``{"training": [...], "validation": [...]}``.
     """
-    if not 0.0 <= float(val_fraction) < 1.0:
-        raise BundleInputError(
-            "val_fraction", f"must be in [0, 1), got {val_fraction}", "pass e.g. --val_fraction 0.2"
-        )
+    _check_fraction(val_fraction)
     pairs = find_labelled_pairs(dataset_dir)
-    training = _sections(pairs["training"])
+    training = _sections(pairs["training"], target)
     if pairs["validation"]:
-        return {"training": training, "validation": _sections(pairs["validation"])}
+        return {"training": training, "validation": _sections(pairs["validation"], target)}
     n_val = math.ceil(float(val_fraction) * len(training))
     if n_val >= len(training):
         raise BundleInputError(
@@ -176,10 +183,60 @@ def image_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
     return [{"image": path} for path in find_images(dataset_dir)]
 
 
-def labelled_sections(dataset_dir: str | os.PathLike, subset: str = "all", val_fraction: float = 0.2) -> list[dict]:
-    """Labelled 2D sections to score: "all" of them, or the "validation"/"training" part of :func:`split_sections`."""
-    if subset == "all":
-        return split_sections(dataset_dir, 0.0)["training"]
-    if subset not in ("training", "validation"):
+def split_volumes(
+    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "boundaries"
+) -> dict[str, list[dict]]:
+    """Read labelled stacks as 3D volumes; hold out the last ``ceil(val_fraction * Z)`` sections of each.
+
+    Each item is ``{"image": (1, Z, Y, X) array, "label": (1, Z, Y, X) array, "name": "file.tif[z0:z1]"}``; a
+    datalist JSON's "validation" list is used whole instead. For the 250^3 FIB-SEM cube and 0.2 the held-out
+    sub-cube is z = 200..249.
+    """
+    _check_fraction(val_fraction)
+    pairs = find_labelled_pairs(dataset_dir)
+
+    def item(pair: dict[str, str], image: np.ndarray, label: np.ndarray, z0: int, z1: int) -> dict:
+        return {"image": image[None, z0:z1], "label": label[None, z0:z1], "name": f"{Path(pair['image']).name}[{z0}:{z1}]"}
+
+    split: dict[str, list[dict]] = {"training": [], "validation": []}
+    if pairs["validation"]:
+        for subset in split:
+            for pair in pairs[subset]:
+                image, label = _read_pair(pair, target)
+                split[subset].append(item(pair, image, label, 0, image.shape[0]))
+        return split
+    for pair in pairs["training"]:
+        image, label = _read_pair(pair, target)
+        z = image.shape[0]
+        cut = z - math.ceil(float(val_fraction) * z)
+        if cut < 1:
+            raise BundleInputError(pair["image"], f"only {z} section(s), too few to hold out any", "lower --val_fraction")
+        split["training"].append(item(pair, image, label, 0, cut))
+        if cut < z:
+            split["validation"].append(item(pair, image, label, cut, z))
+    return split
+
+
+def labelled_items(
+    dataset_dir: str | os.PathLike,
+    subset: str = "all",
+    val_fraction: float = 0.2,
+    target: str = "membrane",
+    spatial_dims: int = 2,
+) -> list[dict]:
+    """Labelled items to score: 2D sections (``spatial_dims`` 2) or volumes (3); "all" of them, or the
+    "training"/"validation" part of :func:`split_sections` / :func:`split_volumes`."""
+    if subset not in ("all", "training", "validation"):
         raise BundleInputError("subset", f"unknown value {subset!r}", "use all, training or validation")
-    return split_sections(dataset_dir, val_fraction)[subset]
+    if subset == "all":
+        return split_labelled(dataset_dir, 0.0, target, spatial_dims)["training"]
+    return split_labelled(dataset_dir, val_fraction, target, spatial_dims)[subset]
+
+
+def split_labelled(
+    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "membrane", spatial_dims: int = 2
+) -> dict[str, list[dict]]:
+    """:func:`split_sections` for a 2D network, :func:`split_volumes` for a 3D one."""
+    if spatial_dims not in (2, 3):
+        raise BundleInputError("spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)")
+    return (split_sections if spatial_dims == 2 else split_volumes)(dataset_dir, val_fraction, target)

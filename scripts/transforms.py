@@ -64,18 +64,58 @@ class NormalizeSectionsd(MapTransform):
         return d
 
 
-class MembraneTargetd(MapTransform):
-    """Turn an ISBI label (0 = membrane, other = cell) into a float membrane target (1 = membrane).
+TARGETS = ("membrane", "boundaries", "foreground")
 
-    Raises ``BundleInputError`` if the label has more than two values (not binary-like).
+
+def boundaries_from_instances(labels: np.ndarray, spatial_dims: int) -> np.ndarray:
+    """1 where a pixel/voxel has a neighbour (along the last ``spatial_dims`` axes) of another label, or label 0.
+
+    Both sides of a label change are marked, so boundaries are 2 pixels thick. Shape is kept; dtype bool.
     """
+    boundary = labels == 0
+    for axis in range(labels.ndim - spatial_dims, labels.ndim):
+        change = np.diff(labels, axis=axis) != 0
+        before = [slice(None)] * labels.ndim
+        after = [slice(None)] * labels.ndim
+        before[axis], after[axis] = slice(None, -1), slice(1, None)
+        boundary[tuple(before)] |= change
+        boundary[tuple(after)] |= change
+    return boundary
+
+
+class MakeTargetd(MapTransform):
+    """Turn a label into the float target the network learns (channel-first arrays, shape kept).
+
+    Args:
+        keys: the label key.
+        target: "membrane": ISBI labels (0 = membrane, one other value = cell), target = label == 0; labels
+            with more than two values raise ``BundleInputError``. "boundaries": instance labels (e.g. neurons),
+            target = boundaries between instances (see :func:`boundaries_from_instances`). "foreground": a label
+            file of objects such as cell bodies or nuclei, target = label != 0.
+        spatial_dims: 2 marks boundaries within sections, 3 also across sections.
+    """
+
+    def __init__(
+        self, keys: KeysCollection, target: str = "membrane", spatial_dims: int = 2, allow_missing_keys: bool = False
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if target not in TARGETS:
+            raise BundleInputError("target", f"unknown value {target!r}", f"use one of {', '.join(TARGETS)}")
+        self.target = target
+        self.spatial_dims = spatial_dims
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
             label = np.asarray(d[key])
-            check_membrane_labels(label, str(d.get("name", d.get(f"{key}_path", key))))
-            d[key] = torch.from_numpy((label == 0).astype(np.float32))
+            if self.target == "membrane":
+                check_membrane_labels(label, str(d.get("name", key)))
+                target = label == 0
+            elif self.target == "boundaries":
+                target = boundaries_from_instances(label, self.spatial_dims)
+            else:
+                target = label != 0
+            d[key] = torch.from_numpy(target.astype(np.float32))
         return d
 
 

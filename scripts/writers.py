@@ -15,6 +15,7 @@ from .errors import BundleInputError
 from .instances import INSTANCE_MODES, segment_cells
 from .io import image_stem, to_file_order, write_tiff
 from .morphology import cell_table, write_cell_table
+from .plots import save_morphology_histograms, save_overlay
 
 
 class SaveEMResultsd(MapTransform):
@@ -25,7 +26,9 @@ class SaveEMResultsd(MapTransform):
 
     - ``<output_dir>/<stem>_prob.tif``: float32 in [0, 1], the input's shape and axis order;
     - ``<output_dir>/<stem>_seg.tif``: uint32 cell labels (0 = boundary), same shape (unless mode "none");
-    - ``<output_dir>/<stem>_cells.csv``: one row per cell (unless mode "none").
+    - ``<output_dir>/<stem>_cells.csv``: one row per cell (unless mode "none");
+    - with ``plots``: ``<stem>_overlay.png`` (cells over a few sections of ``d["image"]``) and
+      ``<stem>_morphology.png`` (histograms of cell size, diameter and shape).
 
     Args:
         keys: the probability key (usually "pred").
@@ -33,6 +36,9 @@ class SaveEMResultsd(MapTransform):
         instance_mode: "2d" (per section), "3d" (whole volume) or "none" (probability only).
         seed_threshold: watershed seeds are regions with probability below it.
         min_seed_size: smaller seeds are ignored.
+        plots: also write the overlay and histogram PNGs (needs an instance mode other than "none").
+        target: what the network predicts (see ``scripts.transforms.MakeTargetd``); "foreground" maps are
+            segmented as objects, the others as boundaries between cells.
     """
 
     def __init__(
@@ -42,6 +48,8 @@ class SaveEMResultsd(MapTransform):
         instance_mode: str = "2d",
         seed_threshold: float = 0.5,
         min_seed_size: int = 16,
+        plots: bool = False,
+        target: str = "membrane",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -53,6 +61,8 @@ class SaveEMResultsd(MapTransform):
         self.instance_mode = instance_mode
         self.seed_threshold = seed_threshold
         self.min_seed_size = min_seed_size
+        self.plots = bool(plots)
+        self.foreground = target == "foreground"
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -64,8 +74,15 @@ class SaveEMResultsd(MapTransform):
             stem = os.path.join(self.output_dir, image_stem(str(d["image_path"])))
             write_tiff(f"{stem}_prob.tif", to_file_order(prob, layout))
             if self.instance_mode != "none":
-                cells = segment_cells(prob, self.instance_mode, self.seed_threshold, self.min_seed_size)
+                cells = segment_cells(prob, self.instance_mode, self.seed_threshold, self.min_seed_size, self.foreground)
                 write_tiff(f"{stem}_seg.tif", to_file_order(cells, layout))
                 spacing = d.get("image_spacing") or None
-                write_cell_table(f"{stem}_cells.csv", cell_table(cells, self.instance_mode, spacing), self.instance_mode)
+                rows = cell_table(cells, self.instance_mode, spacing)
+                write_cell_table(f"{stem}_cells.csv", rows, self.instance_mode)
+                if self.plots:
+                    image = d["image"]
+                    image = (image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image))[0]
+                    save_overlay(image, cells, f"{stem}_overlay.png")
+                    size_key = "volume_px" if self.instance_mode == "3d" else "area_px"
+                    save_morphology_histograms(rows, f"{stem}_morphology.png", size_key=size_key)
         return d

@@ -65,7 +65,7 @@ def test_corrupt_image_leaves_no_output(tmp_path: Path, tiny_checkpoint: Path, i
     error = _input_error("inference.json", **_infer(tiny_checkpoint, images_dir, tmp_path / "out"))
     assert error.what.endswith("b.tif")
     written = sorted(p.name for p in (tmp_path / "out").iterdir())
-    assert written == ["a_cells.csv", "a_prob.tif", "a_seg.tif"]  # a.tif complete, nothing of b.tif
+    assert written == ["a_cells.csv", "a_morphology.png", "a_overlay.png", "a_prob.tif", "a_seg.tif"]  # nothing of b.tif
 
 
 def test_missing_model_file(tmp_path: Path, images_dir: Path) -> None:

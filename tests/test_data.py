@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.data import find_images, find_labelled_pairs, labelled_sections, split_sections
+from scripts.data import find_images, find_labelled_pairs, labelled_items, split_sections
 from scripts.errors import BundleInputError
 from scripts.io import write_tiff
 
@@ -65,8 +65,8 @@ def test_last_sections_are_held_out(tmp_path: Path) -> None:
     assert len(split["training"]) == 16
     assert split["training"][3]["image"].shape == (1, 32, 32)
     np.testing.assert_array_equal(split["training"][3]["image"][0], image[3])
-    assert len(labelled_sections(tmp_path, "all")) == 20
-    assert len(labelled_sections(tmp_path, "validation", 0.2)) == 4
+    assert len(labelled_items(tmp_path, "all")) == 20
+    assert len(labelled_items(tmp_path, "validation", 0.2)) == 4
 
 
 def test_missing_and_empty_folders(tmp_path: Path) -> None:

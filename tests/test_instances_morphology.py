@@ -44,6 +44,15 @@ def test_small_seeds_are_ignored() -> None:
     assert segment_cells(prob, "2d", min_seed_size=16).max() == 2
 
 
+def test_foreground_objects_are_separate_blobs() -> None:
+    prob = np.zeros((1, 20, 40), np.float32)
+    prob[0, 2:8, 2:8] = 1.0
+    prob[0, 10:18, 20:30] = 1.0
+    labels = segment_cells(prob, "2d", foreground=True)
+    assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    assert labels[0, 0, 0] == 0 and labels[0, 5, 5] > 0  # background stays 0
+
+
 def test_unknown_mode() -> None:
     with pytest.raises(ValueError, match="instance mode"):
         segment_cells(_two_cells(), "4d")

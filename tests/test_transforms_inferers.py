@@ -8,7 +8,7 @@ import torch
 from scripts.errors import BundleInputError
 from scripts.fusionnet import FusionNet
 from scripts.inferers import AutocastInferer, MembraneInferer, dihedral, membrane_probability, undo_dihedral
-from scripts.transforms import CheckSpatialSized, MembraneTargetd, NormalizeSectionsd, normalize_sections
+from scripts.transforms import CheckSpatialSized, MakeTargetd, NormalizeSectionsd, boundaries_from_instances, normalize_sections
 
 
 def test_each_section_is_normalized_on_its_own() -> None:
@@ -27,13 +27,32 @@ def test_flat_section_becomes_zeros() -> None:
 
 def test_membrane_target_inverts_isbi_labels() -> None:
     label = np.array([[[0, 255], [255, 0]]], np.uint8)
-    target = MembraneTargetd("label")({"label": label})["label"]
+    target = MakeTargetd("label")({"label": label})["label"]
     torch.testing.assert_close(target, torch.tensor([[[1.0, 0.0], [0.0, 1.0]]]))
 
 
 def test_membrane_target_rejects_multi_valued_labels() -> None:
     with pytest.raises(BundleInputError, match="not binary-like"):
-        MembraneTargetd("label")({"label": np.array([[[0, 1, 2]]]), "name": "x.tif[0]"})
+        MakeTargetd("label")({"label": np.array([[[0, 1, 2]]]), "name": "x.tif[0]"})
+
+
+def test_boundaries_from_instance_labels() -> None:
+    labels = np.ones((1, 2, 4, 4), np.uint32)
+    labels[0, :, :, 2:] = 2
+    labels[0, 1, 0, 0] = 3  # differs from the voxel below it in z only
+    in_plane = boundaries_from_instances(labels, spatial_dims=2)
+    assert in_plane[0, 0, :, 1:3].all() and not in_plane[0, 0, :, 0].any() and not in_plane[0, 0, :, 3].any()
+    across = boundaries_from_instances(labels, spatial_dims=3)
+    assert across[0, 0, 0, 0] and not in_plane[0, 0, 0, 0]
+    target = MakeTargetd("label", target="boundaries", spatial_dims=3)({"label": labels})["label"]
+    assert target.dtype == torch.float32 and target.shape == labels.shape
+
+
+def test_foreground_target_and_unknown_target() -> None:
+    target = MakeTargetd("label", target="foreground")({"label": np.array([[[0, 3, 9]]])})["label"]
+    torch.testing.assert_close(target, torch.tensor([[[0.0, 1.0, 1.0]]]))
+    with pytest.raises(BundleInputError, match="target"):
+        MakeTargetd("label", target="nuclei")
 
 
 def test_patch_larger_than_section_is_rejected() -> None:

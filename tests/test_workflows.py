@@ -84,6 +84,8 @@ def test_inference_writes_probability_cells_and_table(tiny_checkpoint: Path, tmp
     )
     _check_outputs(tmp_path / "out", "stack", (3, 80, 112))
     _check_outputs(tmp_path / "out", "single", (80, 112))
+    for figure in ("stack_overlay.png", "stack_morphology.png"):
+        assert (tmp_path / "out" / figure).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_inference_instance_mode_none_writes_probability_only(tiny_checkpoint: Path, tmp_path: Path) -> None:
