@@ -139,7 +139,11 @@ class MembraneInferer(Inferer):
         def predictor(x: torch.Tensor) -> torch.Tensor:
             return membrane_probability(x, network, self.tta, self.dtype)
 
-        roi = self.window_size(inputs.shape[-self.spatial_dims :])
+        shape = inputs.shape[-self.spatial_dims :]
+        roi = self.window_size(shape)
+        kwargs = dict(self.window_kwargs)
+        if any(r - s >= s for r, s in zip(roi, shape)):
+            kwargs["padding_mode"] = "replicate"  # reflection cannot pad an axis by more than its own length
         if self.spatial_dims == 2 and inputs.ndim == 5:
-            return SliceInferer(spatial_dim=0, roi_size=roi, **self.window_kwargs)(inputs, predictor)
-        return SlidingWindowInferer(roi_size=roi, **self.window_kwargs)(inputs, predictor)
+            return SliceInferer(spatial_dim=0, roi_size=roi, **kwargs)(inputs, predictor)
+        return SlidingWindowInferer(roi_size=roi, **kwargs)(inputs, predictor)

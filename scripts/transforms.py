@@ -120,20 +120,20 @@ class MakeTargetd(MapTransform):
 
 
 class CheckSpatialSized(MapTransform):
-    """Check that every sample is at least ``min_size`` in its last two axes (e.g. the training patch size)."""
+    """Check that every sample is at least ``min_size`` in its last ``len(min_size)`` axes (e.g. the patch size)."""
 
-    def __init__(self, keys: KeysCollection, min_size: tuple[int, int], allow_missing_keys: bool = False):
+    def __init__(self, keys: KeysCollection, min_size: tuple[int, ...], allow_missing_keys: bool = False):
         super().__init__(keys, allow_missing_keys)
         self.min_size = tuple(int(s) for s in min_size)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
-            size = tuple(np.asarray(d[key]).shape[-2:])
+            size = tuple(np.asarray(d[key]).shape[-len(self.min_size) :])
             if any(s < m for s, m in zip(size, self.min_size)):
                 raise BundleInputError(
                     d.get("name", key),
-                    f"section size {size} is smaller than the patch size {self.min_size}",
+                    f"size {size} is smaller than the patch size {self.min_size}",
                     f"pass a smaller --patch_size (a multiple of 16, at most {min(size)})",
                 )
         return d

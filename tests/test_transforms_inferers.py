@@ -105,6 +105,7 @@ def test_images_smaller_than_the_window_get_a_smaller_window() -> None:
     net = FusionNet(features=(4, 8, 8, 8, 8)).eval()
     with torch.no_grad():
         assert inferer(torch.rand(1, 1, 2, 40, 70), net).shape == (1, 1, 2, 40, 70)
+        assert inferer(torch.rand(1, 1, 5, 70), net).shape == (1, 1, 5, 70)  # too thin to reflect-pad to 16
 
 
 def test_slices_are_independent() -> None:

@@ -12,7 +12,9 @@ import tifffile
 import torch
 from conftest import ISBI, ROOT, TINY, run_cli, run_workflow, tiny_train_overrides, workflow
 from ignite.engine import Events
+from monai.bundle import ConfigWorkflow
 from monai.handlers import from_engine
+from scipy import ndimage
 
 from scripts.io import write_tiff
 from scripts.synthetic import make_em_stack
@@ -33,6 +35,30 @@ def test_training_loss_falls(labelled_dir: Path, tmp_path: Path) -> None:
     assert np.mean(losses[2]) < np.mean(losses[1])
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "model_final.pt").is_file()
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_3d_training_and_inference_on_instance_labels(tmp_path: Path) -> None:
+    """configs/train_3d.json over train.json: a 3D FusionNet learns boundaries derived from neuron labels."""
+    image, label = make_em_stack((24, 48, 48), cell_size=20, seed=9)
+    neurons = ndimage.label(label > 0)[0].astype(np.uint32)
+    write_tiff(tmp_path / "d" / "cube-volume.tif", image)
+    write_tiff(tmp_path / "d" / "cube-labels.tif", neurons)
+    overrides = tiny_train_overrides(tmp_path / "d", tmp_path / "train")
+    overrides.update(patch_size=[16, 32, 32], features=[4, 8, 8, 8, 8])
+    wf = ConfigWorkflow(
+        config_file=[str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "train_3d.json")],
+        meta_file=str(ROOT / "configs" / "metadata.json"), logging_file=False, bundle_root=str(ROOT), **overrides,
+    )  # fmt: skip
+    wf.initialize()
+    assert wf.parser.get_parsed_content("network_def").spatial_dims == 3
+    wf.run()
+    run_workflow(
+        "inference.json", dataset_dir=str(tmp_path / "d"), output_dir=str(tmp_path / "out"), spatial_dims=3,
+        features=[4, 8, 8, 8, 8], roi_size=[16, 32, 32], ckpt_path=str(tmp_path / "train" / "model.pt"),
+        instance_mode="3d", target="boundaries",
+    )  # fmt: skip
+    _check_outputs(tmp_path / "out", "cube-volume", (24, 48, 48))
+    assert list(csv.DictReader((tmp_path / "out" / "cube-volume_cells.csv").open()))[0]["slice"] == "-1"
 
 
 def test_configs_have_the_monai_properties(labelled_dir: Path, tiny_checkpoint: Path) -> None:
