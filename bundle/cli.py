@@ -68,4 +68,19 @@ def verify() -> str:
     return "metadata and network input/output verified"
 
 
-COMMANDS = {"infer": infer, "train": train, "evaluate": evaluate, "make_sample": make_sample, "verify": verify}
+def score_instances(seg: str, labels: str, z_start: int = 0, z_stop: int | None = None) -> dict:
+    """V_rand/V_info of an instance segmentation (e.g. <stem>_seg.tif from --instance_mode 3d) against label stacks,
+    over sections z_start:z_stop (e.g. a held-out sub-cube)."""
+    from scripts.evaluation import score_instance_files
+
+    return score_instance_files(seg, labels, z_start, z_stop)
+
+
+COMMANDS = {
+    "infer": infer,
+    "train": train,
+    "evaluate": evaluate,
+    "score_instances": score_instances,
+    "make_sample": make_sample,
+    "verify": verify,
+}

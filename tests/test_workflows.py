@@ -59,6 +59,12 @@ def test_3d_training_and_inference_on_instance_labels(tmp_path: Path) -> None:
     )  # fmt: skip
     _check_outputs(tmp_path / "out", "cube-volume", (24, 48, 48))
     assert list(csv.DictReader((tmp_path / "out" / "cube-volume_cells.csv").open()))[0]["slice"] == "-1"
+    from bundle.cli import score_instances
+
+    scores = score_instances(str(tmp_path / "out" / "cube-volume_seg.tif"), str(tmp_path / "d" / "cube-labels.tif"), 19)
+    assert scores["sections"] == [19, 24] and 0.0 <= scores["v_rand"] <= 1.0 and scores["cells_true"] > 0
+    perfect = score_instances(str(tmp_path / "d" / "cube-labels.tif"), str(tmp_path / "d" / "cube-labels.tif"))
+    assert perfect["v_rand"] == pytest.approx(1.0) and perfect["v_info"] == pytest.approx(1.0)
 
 
 def test_configs_have_the_monai_properties(labelled_dir: Path, tiny_checkpoint: Path) -> None:
@@ -79,7 +85,8 @@ def test_evaluate_writes_metrics_csv(labelled_dir: Path, tiny_checkpoint: Path, 
         subset="validation",
     )
     rows = dict(csv.reader((tmp_path / "metrics.csv").open()))
-    assert 0.0 <= float(rows["mean_dice"]) <= 1.0
+    for metric in ("v_rand", "v_info", "mean_dice"):
+        assert 0.0 <= float(rows[metric]) <= 1.0
     details = (tmp_path / "mean_dice_raw.csv").read_text()
     assert "em-volume.tif[4]" in details
 
