@@ -23,3 +23,18 @@ def find_input_error(exc: BaseException | None) -> BundleInputError | None:
         seen.add(id(exc))
         exc = exc.__cause__ or exc.__context__
     return None
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def as_bool(value: object, name: str) -> bool:
+    """``value`` as a bool; command lines deliver ``--tta false`` as the string "false", which ``bool()`` gets wrong."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in _TRUE + _FALSE:
+        return value.strip().lower() in _TRUE
+    raise BundleInputError(name, f"must be true or false, got {value!r}", f"pass --{name} true or --{name} false")

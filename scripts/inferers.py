@@ -9,7 +9,7 @@ import torch
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 from torch import nn
 
-from .errors import BundleInputError
+from .errors import BundleInputError, as_bool
 
 DIVISOR = 16
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -119,7 +119,7 @@ class MembraneInferer(Inferer):
         if int(sw_batch_size) < 1:
             raise BundleInputError("sw_batch_size", f"must be >= 1, got {sw_batch_size}", "pass e.g. --sw_batch_size 4")
         self.roi_size = roi
-        self.tta = bool(tta)
+        self.tta = as_bool(tta, "tta")
         self.spatial_dims = spatial_dims
         self.window_kwargs = dict(
             sw_batch_size=int(sw_batch_size), overlap=float(overlap), mode=mode, padding_mode=padding_mode

@@ -11,7 +11,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from .errors import BundleInputError
+from .errors import BundleInputError, as_bool
 from .instances import INSTANCE_MODES, segment_cells
 from .io import image_stem, to_file_order, write_tiff
 from .morphology import cell_table, write_cell_table
@@ -61,7 +61,7 @@ class SaveEMResultsd(MapTransform):
         self.instance_mode = instance_mode
         self.seed_threshold = seed_threshold
         self.min_seed_size = min_seed_size
-        self.plots = bool(plots)
+        self.plots = as_bool(plots, "plots")
         self.foreground = target == "foreground"
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:

@@ -134,6 +134,17 @@ def test_bad_inferer_settings(kwargs: dict, match: str) -> None:
         MembraneInferer(**kwargs)
 
 
+@pytest.mark.parametrize("value,expected", [("false", False), ("False", False), ("true", True), (0, False), (True, True)])
+def test_command_line_booleans(value: object, expected: bool) -> None:
+    """fire hands `--tta false` over as the string "false"; it must not count as true."""
+    assert MembraneInferer(roi_size=(32, 32), tta=value).tta is expected
+
+
+def test_bad_boolean_is_rejected() -> None:
+    with pytest.raises(BundleInputError, match="tta: must be true or false"):
+        MembraneInferer(roi_size=(32, 32), tta="maybe")
+
+
 def test_bf16_autocast_inferer_returns_float32_logits_close_to_fp32() -> None:
     torch.manual_seed(0)
     net = FusionNet(features=(4, 8, 8, 8, 8)).eval()
