@@ -76,11 +76,19 @@ def score_instances(seg: str, labels: str, z_start: int = 0, z_stop: int | None 
     return score_instance_files(seg, labels, z_start, z_stop)
 
 
+def benchmark_scoring(sections: int = 10, size: int = 512) -> dict:
+    """Time ISBI V_rand/V_info scoring of `sections` sections of size x size at the 11 thresholds."""
+    from scripts.isbi_metrics import benchmark_isbi_scoring
+
+    return benchmark_isbi_scoring(n_slices=sections, size=size)
+
+
 COMMANDS = {
     "infer": infer,
     "train": train,
     "evaluate": evaluate,
     "score_instances": score_instances,
+    "benchmark_scoring": benchmark_scoring,
     "make_sample": make_sample,
     "verify": verify,
 }

@@ -441,30 +441,18 @@ class VInfo(IgniteMetricHandler):
         )
 
 
-def _voronoi_stack(n_slices: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """A realistic-looking test stack: ``(prob (Z, Y, X) float32, ISBI labels (Z, Y, X) uint8)``.
-
-    Labels: Voronoi cells (~ 40 px across) with 2-pixel membranes (0) between them (255). Probability: the
-    membrane blurred, with noise and a few weak membrane stretches.
-    """
-    from scipy.spatial import cKDTree
+def _benchmark_stack(n_slices: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``(membrane probability (Z, Y, X) float32, ISBI labels (Z, Y, X) uint8)``: synthetic EM labels, and a map
+    that blurs their membranes, weakens some stretches of them and adds noise."""
+    from .synthetic import make_em_stack
 
     rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    grid = np.stack([yy.ravel(), xx.ravel()], axis=1)
-    probs, labels = [], []
-    for _ in range(n_slices):
-        points = rng.uniform(0, size, size=(max(size * size // 1600, 2), 2))
-        cells = cKDTree(points).query(grid)[1].reshape(size, size)
-        membrane = np.zeros((size, size), dtype=bool)
-        membrane[:, 1:] |= cells[:, 1:] != cells[:, :-1]
-        membrane[1:, :] |= cells[1:, :] != cells[:-1, :]
-        labels.append(np.where(membrane, 0, 255).astype(np.uint8))
-        weak = ndimage.gaussian_filter(rng.normal(size=(size, size)), 8) > 0.02
-        p = ndimage.gaussian_filter(membrane * np.where(weak, 0.5, 1.0), 1.0) * 2.0
-        p = p + ndimage.gaussian_filter(rng.normal(scale=0.3, size=(size, size)), 1.0)
-        probs.append(np.clip(p, 0.0, 1.0).astype(np.float32))
-    return np.stack(probs), np.stack(labels)
+    _, labels = make_em_stack((n_slices, size, size), seed=seed)
+    membrane = labels == 0
+    weak = ndimage.gaussian_filter(rng.normal(size=membrane.shape), (0, 8, 8)) > 0.02
+    prob = ndimage.gaussian_filter(membrane * np.where(weak, 0.2, 1.0), (0, 1.0, 1.0)) * 2.0
+    prob += ndimage.gaussian_filter(rng.normal(scale=0.3, size=membrane.shape), (0, 1.0, 1.0))
+    return np.clip(prob, 0.0, 1.0).astype(np.float32), labels
 
 
 def benchmark_isbi_scoring(n_slices: int = 10, size: int = 512) -> dict[str, float]:
@@ -474,7 +462,7 @@ def benchmark_isbi_scoring(n_slices: int = 10, size: int = 512) -> dict[str, flo
         ``{"seconds": scoring time, "seconds_per_slice": ..., "v_rand": ..., "v_info": ...}``; the time excludes
         making the synthetic data.
     """
-    prob, labels = _voronoi_stack(n_slices, size)
+    prob, labels = _benchmark_stack(n_slices, size)
     start = time.perf_counter()
     result = isbi_scores(prob, labels)
     seconds = time.perf_counter() - start

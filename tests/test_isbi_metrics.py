@@ -20,7 +20,7 @@ from scripts.isbi_metrics import (
     VInfoMetric,
     VRand,
     VRandMetric,
-    _voronoi_stack,
+    _benchmark_stack,
     isbi_scores,
     rand_info_scores,
     threshold_segments,
@@ -208,7 +208,7 @@ def test_v_info_agrees_with_skimage_variation_of_information() -> None:
 
 def test_threshold_segments_seeds_watershed_and_lines() -> None:
     rng = np.random.default_rng(0)
-    prob, _ = _voronoi_stack(1, 64, seed=3)
+    prob, _ = _benchmark_stack(1, 64, seed=3)
     p = prob[0]
     seg = threshold_segments(p, 0.5)
     assert seg.dtype == np.uint32 and seg.shape == p.shape
@@ -275,7 +275,7 @@ def test_isbi_scores_on_a_leaky_membrane() -> None:
 
 
 def test_isbi_scores_on_synthetic_voronoi_maps() -> None:
-    prob, label = _voronoi_stack(2, 96, seed=1)
+    prob, label = _benchmark_stack(2, 128, seed=1)
     result = isbi_scores(prob, label)
     assert len(result["curves"]["v_rand"]) == len(result["curves"]["v_info"]) == 11
     assert 0.0 < result["v_rand"] <= 1.0 and 0.0 < result["v_info"] <= 1.0
@@ -286,8 +286,8 @@ def test_isbi_scores_on_synthetic_voronoi_maps() -> None:
     assert ideal["curves"]["v_rand"][:10] == [1.0] * 10 and ideal["curves"]["v_info"][:10] == [1.0] * 10
     assert result["v_rand"] < 1.0
     # a section without any cell pixel is left out of the averages
-    padded = isbi_scores(np.concatenate([prob, np.ones((1, 96, 96), np.float32)]),
-                         np.concatenate([label, np.zeros((1, 96, 96), np.uint8)]))
+    padded = isbi_scores(np.concatenate([prob, np.ones((1, 128, 128), np.float32)]),
+                         np.concatenate([label, np.zeros((1, 128, 128), np.uint8)]))
     for key in ("v_rand", "v_info"):
         assert padded["curves"][key] == pytest.approx(result["curves"][key], abs=1e-12)
     empty = isbi_scores(np.ones((8, 8)), np.zeros((8, 8)))
@@ -305,7 +305,7 @@ def as_batch(prob: np.ndarray, label: np.ndarray) -> tuple[torch.Tensor, torch.T
 
 
 def test_metric_aggregate_equals_isbi_scores() -> None:
-    prob, label = _voronoi_stack(3, 48, seed=2)
+    prob, label = _benchmark_stack(3, 48, seed=2)
     prob = prob.astype(np.float32)
     expected = isbi_scores(prob, label)
     y_pred, y = as_batch(prob, label)
@@ -346,7 +346,7 @@ def test_ignite_handlers_report_the_metric() -> None:
     from ignite.engine import Engine
     from monai.handlers import from_engine
 
-    prob, label = _voronoi_stack(3, 48, seed=4)
+    prob, label = _benchmark_stack(3, 48, seed=4)
     y_pred, y = as_batch(prob, label)
     batches = [{"pred": y_pred[:2], "label": y[:2]}, {"pred": y_pred[2:], "label": y[2:]}]
     engine = Engine(lambda engine, batch: batch)
