@@ -24,6 +24,13 @@ __all__ = ["FusionNet", "ResidualBlock", "FusionLevel"]
 PAPER_FEATURES = (64, 128, 256, 512, 1024)
 
 
+def _conv3(
+    spatial_dims: int, cin: int, cout: int, act: str | tuple, norm: str | tuple, dropout: float | tuple | None, bias: bool
+) -> Convolution:
+    """Same-size 3x3(x3) convolution -> normalization -> dropout -> activation."""
+    return Convolution(spatial_dims, cin, cout, act=act, norm=norm, dropout=dropout, bias=bias)
+
+
 class ResidualBlock(nn.Module):
     """``res_convs`` same-size convolutions whose output is summed with the input.
 
@@ -42,10 +49,7 @@ class ResidualBlock(nn.Module):
     ) -> None:
         super().__init__()
         self.convs = nn.Sequential(
-            *[
-                Convolution(spatial_dims, channels, channels, act=act, norm=norm, dropout=dropout, bias=bias)
-                for _ in range(res_convs)
-            ]
+            *[_conv3(spatial_dims, channels, channels, act, norm, dropout, bias) for _ in range(res_convs)]
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -70,15 +74,9 @@ class FusionLevel(nn.Sequential):
         bias: bool,
     ) -> None:
         super().__init__()
-        self.add_module(
-            "conv_in",
-            Convolution(spatial_dims, in_channels, out_channels, act=act, norm=norm, dropout=dropout, bias=bias),
-        )
+        self.add_module("conv_in", _conv3(spatial_dims, in_channels, out_channels, act, norm, dropout, bias))
         self.add_module("residual", ResidualBlock(spatial_dims, out_channels, res_convs, act, norm, dropout, bias))
-        self.add_module(
-            "conv_out",
-            Convolution(spatial_dims, out_channels, out_channels, act=act, norm=norm, dropout=dropout, bias=bias),
-        )
+        self.add_module("conv_out", _conv3(spatial_dims, out_channels, out_channels, act, norm, dropout, bias))
 
 
 class FusionNet(nn.Module):

@@ -405,10 +405,11 @@ class VInfoMetric(ISBIMetric):
         super().__init__(score="info", thresholds=thresholds)
 
 
-class VRand(IgniteMetricHandler):
-    """Ignite handler for :class:`VRandMetric`, built like ``monai.handlers.MeanDice``.
+class ISBIMetricHandler(IgniteMetricHandler):
+    """Ignite handler for :class:`ISBIMetric`, built like ``monai.handlers.MeanDice``.
 
     Args:
+        score: "rand" for V_rand or "info" for V_info.
         thresholds: thresholds on the cell probability ``1 - p``, default 0.0, 0.1, ..., 1.0.
         output_transform: extracts ``(y_pred, y)`` from ``engine.state.output``, e.g.
             ``monai.handlers.from_engine(["pred", "label"])``; ``pred`` must be the membrane probability map.
@@ -418,27 +419,27 @@ class VRand(IgniteMetricHandler):
 
     def __init__(
         self,
+        score: str = "rand",
         thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
         output_transform: Callable = lambda x: x,
         save_details: bool = True,
     ) -> None:
-        super().__init__(
-            metric_fn=VRandMetric(thresholds=thresholds), output_transform=output_transform, save_details=save_details
-        )
+        metric = ISBIMetric(score=score, thresholds=thresholds)
+        super().__init__(metric_fn=metric, output_transform=output_transform, save_details=save_details)
 
 
-class VInfo(IgniteMetricHandler):
-    """Ignite handler for :class:`VInfoMetric`, built like ``monai.handlers.MeanDice`` (arguments as :class:`VRand`)."""
+class VRand(ISBIMetricHandler):
+    """Ignite handler for ISBI 2012 V_rand (arguments as :class:`ISBIMetricHandler`, without ``score``)."""
 
-    def __init__(
-        self,
-        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
-        output_transform: Callable = lambda x: x,
-        save_details: bool = True,
-    ) -> None:
-        super().__init__(
-            metric_fn=VInfoMetric(thresholds=thresholds), output_transform=output_transform, save_details=save_details
-        )
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__("rand", *args, **kwargs)
+
+
+class VInfo(ISBIMetricHandler):
+    """Ignite handler for ISBI 2012 V_info (arguments as :class:`ISBIMetricHandler`, without ``score``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__("info", *args, **kwargs)
 
 
 def _benchmark_stack(n_slices: int, size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
