@@ -76,6 +76,27 @@ def score_instances(seg: str, labels: str, z_start: int = 0, z_stop: int | None 
     return score_instance_files(seg, labels, z_start, z_stop)
 
 
+def benchmark(
+    json: bool = False, sections: int = 2, size: int = 512, roi: int = 256, full_width: bool = True, tiny: bool = False
+) -> str:
+    """Inference and training speed against this machine's measured matmul peak (table, or JSON with --json).
+
+    Rows: shipped and full width; fp32, bf16, channels_last, batch-norm folding, torch.compile; one 512 window vs
+    sliding windows; TTA; Ignite trainer vs a bare loop. --tiny runs a seconds-long smoke version.
+    """
+    import json as json_module
+
+    from bundle.benchmark import format_table, run_benchmark
+    from scripts.errors import as_bool
+
+    options: dict = dict(sections=sections, size=size, roi=roi, full_width=as_bool(full_width, "full_width"))
+    if as_bool(tiny, "tiny"):
+        options = dict(sections=1, size=64, roi=32, full_width=False, train_patch=32, train_batch=2, train_steps=2,
+                       widths={"shipped": (4, 8, 8, 8, 8)}, variants=("fp32", "bf16", "bn_folded"))  # fmt: skip
+    report = run_benchmark(**options)
+    return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_table(report)
+
+
 def benchmark_scoring(sections: int = 10, size: int = 512) -> dict:
     """Time ISBI V_rand/V_info scoring of `sections` sections of size x size at the 11 thresholds."""
     from scripts.isbi_metrics import benchmark_isbi_scoring
@@ -88,6 +109,7 @@ COMMANDS = {
     "train": train,
     "evaluate": evaluate,
     "score_instances": score_instances,
+    "benchmark": benchmark,
     "benchmark_scoring": benchmark_scoring,
     "make_sample": make_sample,
     "verify": verify,

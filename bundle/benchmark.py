@@ -1,0 +1,212 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""``python -m bundle benchmark``: how close inference and training run to this machine's measured limits.
+
+Every figure comes from one run, so ratios between rows are what to compare (these machines are noisy).
+Each inference variant runs in a fresh process, so its peak resident memory (RSS) is its own.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+import resource
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+SHIPPED = (16, 32, 64, 128, 256)
+FULL = (64, 128, 256, 512, 1024)
+VARIANTS = ("fp32", "bf16", "channels_last", "channels_last+bf16", "bn_folded", "bn_folded+channels_last+bf16", "compile")
+
+
+def matmul_peak(dtype: torch.dtype, n: int = 2048, seconds: float = 1.5) -> float:
+    """Sustained GFLOP/s of an ``n x n`` matrix product in ``dtype`` (the machine's practical peak)."""
+    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
+    a @ b
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
+
+
+def fold_batch_norm(network: nn.Module) -> nn.Module:
+    """Fold every eval-mode batch norm into the convolution before it (inference only; the network is changed)."""
+    from monai.networks.blocks import Convolution
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+    network.eval()
+    for module in network.modules():
+        if isinstance(module, Convolution) and hasattr(module, "adn") and hasattr(module.adn, "N"):
+            module.conv = fuse_conv_bn_eval(module.conv, module.adn.N, transpose=module.is_transposed)
+            module.adn.N = nn.Identity()
+    return network
+
+
+def count_flops(fn: Callable[[], Any]) -> int:
+    """FLOPs of everything ``fn`` runs, counted by ``torch.utils.flop_counter.FlopCounterMode``."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _inference_run(
+    features: Sequence[int], variant: str, sections: int, size: int, roi: int, overlap: float, tta: bool
+) -> dict[str, float]:
+    """One variant in this process: seconds per section, GFLOP counted, peak RSS."""
+    from scripts.fusionnet import FusionNet
+    from scripts.inferers import MembraneInferer
+
+    torch.manual_seed(0)
+    network = FusionNet(features=features).eval()
+    x = torch.rand(1, 1, sections, size, size)
+    if "bn_folded" in variant:
+        network = fold_batch_norm(network)
+    if "channels_last" in variant:
+        network = network.to(memory_format=torch.channels_last)
+    if variant == "compile":
+        network = torch.compile(network)
+    inferer = MembraneInferer(
+        roi_size=(roi, roi), overlap=overlap, tta=tta, precision="bf16" if "bf16" in variant else "fp32"
+    )
+    with torch.inference_mode():
+        warm = time.perf_counter()
+        inferer(x[:, :, :1], network)  # warm-up (and compilation)
+        warm = time.perf_counter() - warm
+        start = time.perf_counter()
+        inferer(x, network)
+        seconds = (time.perf_counter() - start) / sections
+        flops = count_flops(lambda: inferer(x[:, :, :1], network)) if variant != "compile" else float("nan")
+    return {
+        "seconds_per_section": seconds,
+        "warmup_seconds": warm,
+        "gflop_per_section": flops / 1e9,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+def _in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(fn, args)
+
+
+def training_overhead(features: Sequence[int], batch: int, patch: int, steps: int) -> dict[str, float]:
+    """Seconds per step of the bundle's Ignite ``SupervisedTrainer`` vs a bare PyTorch loop on identical batches."""
+    from ignite.engine import Events
+    from monai.engines import SupervisedTrainer
+    from monai.losses import DiceCELoss
+
+    from scripts.fusionnet import FusionNet
+    from scripts.inferers import AutocastInferer
+
+    torch.manual_seed(0)
+    batches = [
+        {"image": torch.rand(batch, 1, patch, patch), "label": (torch.rand(batch, 1, patch, patch) > 0.8).float()}
+        for _ in range(steps + 1)
+    ]
+    inferer = AutocastInferer("bf16")
+
+    def bare() -> float:
+        network = FusionNet(features=features)
+        optimizer, loss = torch.optim.Adam(network.parameters(), 1e-3), DiceCELoss(sigmoid=True)
+        network.train()
+        for i, b in enumerate(batches):
+            if i == 1:
+                start = time.perf_counter()
+            optimizer.zero_grad()
+            loss(inferer(b["image"], network), b["label"]).backward()
+            optimizer.step()
+        return (time.perf_counter() - start) / steps
+
+    def ignite() -> float:
+        network = FusionNet(features=features)
+        trainer = SupervisedTrainer(
+            device=torch.device("cpu"), max_epochs=1, train_data_loader=batches, network=network,
+            optimizer=torch.optim.Adam(network.parameters(), 1e-3), loss_function=DiceCELoss(sigmoid=True),
+            inferer=inferer,
+        )  # fmt: skip
+        times: list[float] = []
+        trainer.add_event_handler(Events.ITERATION_STARTED, lambda e: times.append(time.perf_counter()))
+        trainer.run()
+        return (time.perf_counter() - times[1]) / steps
+
+    bare_s, ignite_s = bare(), ignite()
+    return {"bare_seconds_per_step": bare_s, "ignite_seconds_per_step": ignite_s, "overhead_pct": 100 * (ignite_s / bare_s - 1)}
+
+
+def run_benchmark(
+    sections: int = 2,
+    size: int = 512,
+    roi: int = 256,
+    overlap: float = 0.25,
+    full_width: bool = True,
+    variants: Sequence[str] = VARIANTS,
+    train_patch: int = 256,
+    train_batch: int = 8,
+    train_steps: int = 3,
+    widths: dict[str, Sequence[int]] | None = None,
+) -> dict[str, Any]:
+    """Measure everything; returns a JSON-able dict (see :func:`format_table`)."""
+    widths = dict(widths or {"shipped": SHIPPED, **({"full": FULL} if full_width else {})})
+    report: dict[str, Any] = {
+        "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__},
+        "peak_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)},
+        "inference": [],
+    }
+    plan = [(name, f, v, roi, overlap, False) for name, f in widths.items() for v in (variants if name == "shipped" else ("fp32", "bf16"))]
+    plan += [("shipped", widths["shipped"], "fp32", size, 0.0, False), ("shipped", widths["shipped"], "bf16", roi, overlap, True)]
+    for name, features, variant, r, o, tta in plan:
+        r = min(r, size)
+        row = _in_fresh_process(_inference_run, tuple(features), variant, sections, size, r, o, tta)
+        peak = report["peak_gflops"]["bf16" if "bf16" in variant else "fp32"]
+        gflops = row["gflop_per_section"] / row["seconds_per_section"]
+        row.update(
+            width=name, variant=variant + (" +tta" if tta else ""), roi=r, overlap=o,
+            megavoxels_per_s=size * size / row["seconds_per_section"] / 1e6, achieved_gflops=gflops,
+            fraction_of_peak=gflops / peak,
+        )  # fmt: skip
+        report["inference"].append(row)
+    base = next(r for r in report["inference"] if r["width"] == "shipped" and r["variant"] == "fp32" and r["roi"] == min(roi, size))
+    one_window = next(r for r in report["inference"] if r["width"] == "shipped" and r["roi"] == size and r["overlap"] == 0.0)
+    tta_row = next(r for r in report["inference"] if r["variant"].endswith("+tta"))
+    bf16 = next(r for r in report["inference"] if r["width"] == "shipped" and r["variant"] == "bf16")
+    report["ratios"] = {
+        "sliding_window_flop_waste": base["gflop_per_section"] / one_window["gflop_per_section"],
+        "tta_cost": tta_row["seconds_per_section"] / bf16["seconds_per_section"],
+        "bf16_speedup": base["seconds_per_section"] / bf16["seconds_per_section"],
+    }
+    report["training"] = training_overhead(widths["shipped"], train_batch, train_patch, train_steps)
+    return report
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """The report as a plain-text table."""
+    peak = report["peak_gflops"]
+    lines = [
+        f"measured matmul peak: fp32 {peak['fp32']:.0f} GFLOP/s, bf16 {peak['bf16']:.0f} GFLOP/s "
+        f"(bf16/fp32 {peak['bf16'] / peak['fp32']:.2f}x), {report['machine']['threads']} threads",
+        f"{'width':8} {'variant':32} {'roi':>4} {'ovl':>5} {'s/section':>10} {'Mvox/s':>7} {'GFLOP/sect':>10} "
+        f"{'GFLOP/s':>8} {'of peak':>8} {'RSS MB':>7}",
+    ]
+    for r in report["inference"]:
+        lines.append(
+            f"{r['width']:8} {r['variant']:32} {r['roi']:>4} {r['overlap']:>5.2f} {r['seconds_per_section']:>10.3f} "
+            f"{r['megavoxels_per_s']:>7.3f} {r['gflop_per_section']:>10.1f} {r['achieved_gflops']:>8.1f} "
+            f"{r['fraction_of_peak']:>8.1%} {r['peak_rss_mb']:>7.0f}"
+        )
+    ratios, train = report["ratios"], report["training"]
+    lines += [
+        f"sliding-window FLOP waste (roi {report['inference'][0]['roi']}, overlap {report['inference'][0]['overlap']} vs "
+        f"one window): {ratios['sliding_window_flop_waste']:.2f}x",
+        f"TTA cost (bf16): {ratios['tta_cost']:.2f}x one pass; bf16 speed-up over fp32: {ratios['bf16_speedup']:.2f}x",
+        f"training step: bare loop {train['bare_seconds_per_step']:.3f} s, Ignite SupervisedTrainer "
+        f"{train['ignite_seconds_per_step']:.3f} s, overhead {train['overhead_pct']:+.1f}%",
+    ]
+    return "\n".join(lines)
+
+

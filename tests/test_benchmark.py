@@ -1,0 +1,43 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Smoke test of `python -m bundle benchmark` at tiny sizes (no timing asserts: figures live in the benchmark)."""
+
+from __future__ import annotations
+
+import torch
+
+from bundle.benchmark import count_flops, fold_batch_norm, format_table, run_benchmark
+from scripts.fusionnet import FusionNet
+
+
+def test_batch_norm_folding_keeps_the_output() -> None:
+    torch.manual_seed(0)
+    net = FusionNet(features=(4, 8, 8, 8, 8))
+    net.train()
+    net(torch.rand(4, 1, 32, 32))  # give the batch norms non-trivial running statistics
+    net.eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        expected = net(x)
+        folded = fold_batch_norm(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_flop_count_of_the_full_width_network() -> None:
+    net = FusionNet().eval()
+    with torch.no_grad():
+        flops = count_flops(lambda: net(torch.rand(1, 1, 64, 64)))
+    assert abs(flops * 64 - 829.26e9) / 829.26e9 < 0.01  # 512x512 is 64x the pixels of 64x64
+
+
+def test_tiny_benchmark_reports_every_figure() -> None:
+    report = run_benchmark(
+        sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16"), train_patch=32, train_batch=2,
+        train_steps=2, widths={"shipped": (4, 8, 8, 8, 8)},
+    )  # fmt: skip
+    assert report["peak_gflops"]["fp32"] > 0 and report["peak_gflops"]["bf16"] > 0
+    assert {r["variant"] for r in report["inference"]} == {"fp32", "bf16", "bf16 +tta"}
+    assert all(r["seconds_per_section"] > 0 and r["peak_rss_mb"] > 0 for r in report["inference"])
+    assert report["ratios"]["sliding_window_flop_waste"] > 1.0
+    assert set(report["training"]) == {"bare_seconds_per_step", "ignite_seconds_per_step", "overhead_pct"}
+    assert "measured matmul peak" in format_table(report)
