@@ -7,7 +7,6 @@ Each inference variant runs in a fresh process, so its peak resident memory (RSS
 
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import resource
 import time

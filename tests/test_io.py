@@ -61,8 +61,8 @@ def test_image_stem_handles_double_suffix() -> None:
 
 def test_write_is_atomic(tmp_path: Path) -> None:
     target = tmp_path / "out.tif"
-    with pytest.raises(Exception):
-        write_tiff(target, np.zeros((2, 2), dtype=object))  # tifffile cannot write object arrays
+    with pytest.raises(KeyError):
+        write_tiff(target, np.zeros((2, 2), dtype=object))  # tifffile fails on object arrays mid-write
     assert list(tmp_path.iterdir()) == []  # neither the target nor a temporary file is left
 
 

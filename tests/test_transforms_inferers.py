@@ -8,7 +8,13 @@ import torch
 from scripts.errors import BundleInputError
 from scripts.fusionnet import FusionNet
 from scripts.inferers import AutocastInferer, MembraneInferer, dihedral, membrane_probability, undo_dihedral
-from scripts.transforms import CheckSpatialSized, MakeTargetd, NormalizeSectionsd, boundaries_from_instances, normalize_sections
+from scripts.transforms import (
+    CheckSpatialSized,
+    MakeTargetd,
+    NormalizeSectionsd,
+    boundaries_from_instances,
+    normalize_sections,
+)
 
 
 def test_each_section_is_normalized_on_its_own() -> None:
