@@ -67,6 +67,16 @@ def test_3d_training_and_inference_on_instance_labels(tmp_path: Path) -> None:
     assert perfect["v_rand"] == pytest.approx(1.0) and perfect["v_info"] == pytest.approx(1.0)
 
 
+def test_same_seed_gives_the_same_weights(labelled_dir: Path, tmp_path: Path) -> None:
+    for run in ("a", "b"):
+        run_workflow("train.json", **tiny_train_overrides(labelled_dir, tmp_path / run))
+    a, b = (torch.load(tmp_path / run / "model_final.pt", weights_only=True) for run in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    run_workflow("train.json", **{**tiny_train_overrides(labelled_dir, tmp_path / "c"), "seed": 1})
+    c = torch.load(tmp_path / "c" / "model_final.pt", weights_only=True)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_configs_have_the_monai_properties(labelled_dir: Path, tiny_checkpoint: Path) -> None:
     weights = {"ckpt_path": str(tiny_checkpoint), "features": TINY}
     assert workflow("train.json", dataset_dir=str(labelled_dir)).check_properties() == []
