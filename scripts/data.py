@@ -42,8 +42,11 @@ def _images_in(folder: Path) -> list[Path]:
 def find_images(dataset_dir: str | os.PathLike) -> list[str]:
     """All images to segment in ``dataset_dir``: its ``images/`` subfolder if present, else the folder itself.
 
-    ISBI-style label files (``*-labels.*``) are skipped. Raises ``BundleInputError`` if there are none.
+    ISBI-style label files (``*-labels.*``) are skipped; a single image file is taken as it is. Raises
+    ``BundleInputError`` if there are none.
     """
+    if Path(dataset_dir).is_file() and image_suffix(dataset_dir):
+        return [str(dataset_dir)]
     folder = _check_folder(dataset_dir)
     source = folder / "images" if (folder / "images").is_dir() else folder
     images = [str(p) for p in _images_in(source) if not image_stem(p).endswith(LABELS_TAG)]

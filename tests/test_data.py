@@ -41,6 +41,14 @@ def test_isbi_style_pairs_and_inference_skips_labels(tmp_path: Path) -> None:
     assert [Path(p).name for p in find_images(tmp_path)] == ["test-volume.tif", "train-volume.tif"]
 
 
+def test_a_single_image_file_is_a_dataset(tmp_path: Path) -> None:
+    write_tiff(tmp_path / "one.tif", _stack()[0])
+    assert find_images(tmp_path / "one.tif") == [str(tmp_path / "one.tif")]
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(BundleInputError, match="is not a folder"):
+        find_images(tmp_path / "notes.txt")
+
+
 def test_datalist_json_with_its_own_validation(tmp_path: Path) -> None:
     image, label = _stack(3)
     for name in ("a", "b"):
