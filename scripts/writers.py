@@ -12,7 +12,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from .errors import BundleInputError, as_bool
-from .instances import INSTANCE_MODES, segment_cells
+from .instances import INSTANCE_MODES, SEED_METHODS, segment_cells
 from .io import image_stem, to_file_order, write_tiff
 from .morphology import cell_table, write_cell_table
 from .plots import save_morphology_histograms, save_overlay
@@ -36,6 +36,9 @@ class SaveEMResultsd(MapTransform):
         instance_mode: "2d" (per section), "3d" (whole volume) or "none" (probability only).
         seed_threshold: watershed seeds are regions with probability below it.
         min_seed_size: smaller seeds are ignored.
+        seeds: "components" (one seed per connected interior region) or "distance" (distance-transform maxima,
+            for 3D); see ``scripts.instances.segment_cells``.
+        seed_distance: height (pixels) of a distance maximum that makes a seed, for "distance" seeds.
         plots: also write the overlay and histogram PNGs (needs an instance mode other than "none").
         target: what the network predicts (see ``scripts.transforms.MakeTargetd``); "foreground" maps are
             segmented as objects, the others as boundaries between cells.
@@ -48,6 +51,8 @@ class SaveEMResultsd(MapTransform):
         instance_mode: str = "2d",
         seed_threshold: float = 0.5,
         min_seed_size: int = 16,
+        seeds: str = "components",
+        seed_distance: float = 2.0,
         plots: bool = False,
         target: str = "membrane",
         allow_missing_keys: bool = False,
@@ -58,7 +63,11 @@ class SaveEMResultsd(MapTransform):
                 "instance_mode", f"unknown value {instance_mode!r}", f"use one of {', '.join(INSTANCE_MODES)}"
             )
         self.output_dir = str(output_dir)
+        if seeds not in SEED_METHODS:
+            raise BundleInputError("seeds", f"unknown value {seeds!r}", f"use one of {', '.join(SEED_METHODS)}")
         self.instance_mode = instance_mode
+        self.seeds = seeds
+        self.seed_distance = float(seed_distance)
         self.seed_threshold = seed_threshold
         self.min_seed_size = min_seed_size
         self.plots = as_bool(plots, "plots")
@@ -74,7 +83,15 @@ class SaveEMResultsd(MapTransform):
             stem = os.path.join(self.output_dir, image_stem(str(d["image_path"])))
             write_tiff(f"{stem}_prob.tif", to_file_order(prob, layout))
             if self.instance_mode != "none":
-                cells = segment_cells(prob, self.instance_mode, self.seed_threshold, self.min_seed_size, self.foreground)
+                cells = segment_cells(
+                    prob,
+                    self.instance_mode,
+                    self.seed_threshold,
+                    self.min_seed_size,
+                    self.foreground,
+                    self.seeds,
+                    self.seed_distance,
+                )
                 write_tiff(f"{stem}_seg.tif", to_file_order(cells, layout))
                 spacing = d.get("image_spacing") or None
                 rows = cell_table(cells, self.instance_mode, spacing)

@@ -22,13 +22,15 @@ from scripts.io import write_tiff  # noqa: E402
 from scripts.synthetic import make_em_stack  # noqa: E402
 
 
-def workflow(config: str, **overrides: Any):
-    """An initialized ``ConfigWorkflow`` for ``configs/<config>`` with ``overrides`` (bundle_root = repo root)."""
+def workflow(config: str | list[str], **overrides: Any):
+    """An initialized ``ConfigWorkflow`` for ``configs/<config>`` (or several, merged in order, as MONAI merges a
+    ``--config_file`` list) with ``overrides`` (bundle_root = repo root)."""
     from monai.bundle import ConfigWorkflow
 
-    kind = "train" if config.startswith("train") else "infer"
+    configs = [config] if isinstance(config, str) else config
+    kind = "train" if configs[0].startswith("train") else "infer"
     wf = ConfigWorkflow(
-        config_file=str(ROOT / "configs" / config),
+        config_file=[str(ROOT / "configs" / c) for c in configs],
         meta_file=str(ROOT / "configs" / "metadata.json"),
         logging_file=False,
         workflow_type=kind,
@@ -39,7 +41,7 @@ def workflow(config: str, **overrides: Any):
     return wf
 
 
-def run_workflow(config: str, **overrides: Any) -> None:
+def run_workflow(config: str | list[str], **overrides: Any) -> None:
     """Run ``configs/<config>`` in this process, as ``python -m monai.bundle run`` would."""
     wf = workflow(config, **overrides)
     wf.run()

@@ -53,9 +53,21 @@ def test_foreground_objects_are_separate_blobs() -> None:
     assert labels[0, 0, 0] == 0 and labels[0, 5, 5] > 0  # background stays 0
 
 
+def test_distance_seeds_split_cells_joined_through_a_membrane_gap() -> None:
+    prob = np.zeros((3, 20, 41), np.float32)
+    prob[:, :, 20] = 1.0
+    prob[1, 9:11, 20] = 0.0  # a 2-pixel gap in the middle section joins the two cells' interiors in 3D
+    assert segment_cells(prob, "3d", seeds="components").max() == 1  # one seed: both cells merge
+    labels = segment_cells(prob, "3d", seeds="distance", seed_distance=2.0)
+    assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    assert labels[1, 10, 5] != labels[1, 10, 35]
+
+
 def test_unknown_mode() -> None:
     with pytest.raises(ValueError, match="instance mode"):
         segment_cells(_two_cells(), "4d")
+    with pytest.raises(ValueError, match="seeds"):
+        segment_cells(_two_cells(), "2d", seeds="peaks")
 
 
 def test_2d_table_measures_each_cell(tmp_path: Path) -> None:

@@ -12,7 +12,6 @@ import tifffile
 import torch
 from conftest import ISBI, ROOT, TINY, run_cli, run_workflow, tiny_train_overrides, workflow
 from ignite.engine import Events
-from monai.bundle import ConfigWorkflow
 from monai.handlers import from_engine
 from scipy import ndimage
 
@@ -45,11 +44,7 @@ def test_3d_training_and_inference_on_instance_labels(tmp_path: Path) -> None:
     write_tiff(tmp_path / "d" / "cube-labels.tif", neurons)
     overrides = tiny_train_overrides(tmp_path / "d", tmp_path / "train")
     overrides.update(patch_size=[16, 32, 32], features=[4, 8, 8, 8, 8])
-    wf = ConfigWorkflow(
-        config_file=[str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "train_3d.json")],
-        meta_file=str(ROOT / "configs" / "metadata.json"), logging_file=False, bundle_root=str(ROOT), **overrides,
-    )  # fmt: skip
-    wf.initialize()
+    wf = workflow(["train.json", "train_3d.json"], **overrides)
     assert wf.parser.get_parsed_content("network_def").spatial_dims == 3
     wf.run()
     run_workflow(
@@ -65,6 +60,21 @@ def test_3d_training_and_inference_on_instance_labels(tmp_path: Path) -> None:
     assert scores["sections"] == [19, 24] and 0.0 <= scores["v_rand"] <= 1.0 and scores["cells_true"] > 0
     perfect = score_instances(str(tmp_path / "d" / "cube-labels.tif"), str(tmp_path / "d" / "cube-labels.tif"))
     assert perfect["v_rand"] == pytest.approx(1.0) and perfect["v_info"] == pytest.approx(1.0)
+
+
+def test_basicunet_baseline_override_trains_and_evaluates(labelled_dir: Path, tmp_path: Path) -> None:
+    """configs/basicunet.json swaps the network for MONAI's BasicUNet in train.json and evaluate.json alike."""
+    from monai.networks.nets import BasicUNet
+
+    unet = {"features": [4, 4, 8, 8, 8, 4]}
+    wf = workflow(["train.json", "basicunet.json"], **{**tiny_train_overrides(labelled_dir, tmp_path / "t"), **unet})
+    assert isinstance(wf.parser.get_parsed_content("network_def"), BasicUNet)
+    wf.run()
+    run_workflow(
+        ["evaluate.json", "basicunet.json"], dataset_dir=str(labelled_dir), output_dir=str(tmp_path / "e"),
+        ckpt_path=str(tmp_path / "t" / "model.pt"), **unet,
+    )  # fmt: skip
+    assert (tmp_path / "e" / "metrics.csv").is_file()
 
 
 def test_same_seed_gives_the_same_weights(labelled_dir: Path, tmp_path: Path) -> None:
