@@ -7,6 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from bundle.pack import pack
+
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = BUNDLE_ROOT / "configs"
 METADATA_SCHEMA = BUNDLE_ROOT / "bundle" / "metadata_schema.json"
@@ -113,4 +115,5 @@ COMMANDS = {
     "benchmark_scoring": benchmark_scoring,
     "make_sample": make_sample,
     "verify": verify,
+    "pack": pack,
 }

@@ -58,3 +58,28 @@ def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
             fix, problem = "pass the network_def the checkpoint was trained with", f"does not fit network_def ({first})"
         raise BundleInputError(path, problem, fix) from None
     return network
+
+
+def is_torchscript(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (``torch.jit.save``, ``monai.bundle ckpt_export``), no state dict."""
+    if not os.path.isfile(path) or not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
+
+
+def load_network(network: nn.Module, path: str | os.PathLike) -> nn.Module:
+    """The network inference runs: the TorchScript module in ``path`` if it is one (e.g. ``models/model.ts``),
+    otherwise ``network`` with the weights in ``path`` loaded (:func:`load_weights`).
+
+    A TorchScript module carries its own architecture and weights, so ``network`` (``network_def``) is then unused.
+    """
+    if not is_torchscript(path):
+        return load_weights(network, path)
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0][:300]
+        fix = "re-export it with python -m monai.bundle ckpt_export"
+        raise BundleInputError(path, f"is not a loadable TorchScript module ({first})", fix) from None

@@ -135,6 +135,9 @@ class FusionNet(nn.Module):
             )
         self.spatial_dims = spatial_dims
         self.features = features
+        # plain attributes so that the forward's checks compile under torch.jit.script (TorchScript export)
+        self._size_divisor = 2 ** (len(features) - 1)
+        self._shape_text = ", ".join("S" * spatial_dims)
         drop = dropout if dropout else None
 
         def level(cin: int, cout: int) -> FusionLevel:
@@ -172,27 +175,30 @@ class FusionNet(nn.Module):
     @property
     def size_divisor(self) -> int:
         """Every spatial size of the input must be a multiple of this."""
-        return 2 ** (len(self.features) - 1)
+        return self._size_divisor
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Map ``(B, in_channels, *S)`` to logits ``(B, out_channels, *S)``."""
-        if x.ndim != self.spatial_dims + 2:
+        """Map ``(B, in_channels, *S)`` to logits ``(B, out_channels, *S)``. Scriptable (``torch.jit.script``)."""
+        if x.dim() != self.spatial_dims + 2:
             raise ValueError(
-                f"FusionNet({self.spatial_dims}D) expects input of shape (B, C, {', '.join('S' * self.spatial_dims)}), "
-                f"got {tuple(x.shape)}."
+                f"FusionNet({self.spatial_dims}D) expects input of shape (B, C, {self._shape_text}), "
+                f"got {list(x.shape)}."
             )
-        bad = [s for s in x.shape[2:] if s % self.size_divisor]
-        if bad:
-            raise ValueError(
-                f"FusionNet: every spatial size must be divisible by {self.size_divisor}, got {tuple(x.shape[2:])}; "
-                "use a sliding-window inferer with a divisible roi_size (it pads smaller inputs)."
-            )
-        skips = []
+        for size in x.shape[2:]:
+            if size % self._size_divisor != 0:
+                raise ValueError(
+                    f"FusionNet: every spatial size must be divisible by {self._size_divisor}, "
+                    f"got {list(x.shape[2:])}; use a sliding-window inferer with a divisible roi_size "
+                    "(it pads smaller inputs)."
+                )
+        skips: list[torch.Tensor] = []
         for encoder in self.encoders:
             x = encoder(x)
             skips.append(x)
             x = self.pool(x)
         x = self.bridge(x)
-        for upsample, decoder, skip in zip(self.upsamples, self.decoders, reversed(skips)):
-            x = decoder(upsample(x) + skip)
+        level = len(skips)
+        for upsample, decoder in zip(self.upsamples, self.decoders):
+            level -= 1
+            x = decoder(upsample(x) + skips[level])
         return self.head(x)

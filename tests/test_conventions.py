@@ -1,0 +1,82 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""MONAI bundle conventions: ``monai.bundle run`` with meta and logging files, and YAML files merged over JSON."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import yaml
+from conftest import ROOT, run_cli, run_workflow
+from monai.bundle import ConfigWorkflow
+from sample_crop import CROP_FLAGS, write_sample_crop
+
+CONVENTION_FLAGS = ("--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf")
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - \S+ - INFO - ", re.MULTILINE)  # logging.conf's format
+FAST = ROOT / "configs" / "inference_fast.yaml"
+TINY_FLAGS = ("--features", "[4,8,8,8,8]", "--patch_size", "[64,64]", "--samples_per_section", "2", "--batch_size", "2")
+needs_model = pytest.mark.skipif(not (ROOT / "models" / "model.pt").is_file(), reason="no shipped models/model.pt")
+
+
+def monai_run(config: str, *flags: str):
+    """``python -m monai.bundle run --config_file <config> --meta_file ... --logging_file ... <flags>``."""
+    return run_cli("-m", "monai.bundle", "run", "--config_file", config, *CONVENTION_FLAGS, *flags)
+
+
+@needs_model
+def test_inference_through_monai_run_with_meta_and_logging_files(tmp_path: Path) -> None:
+    data = write_sample_crop(tmp_path / "data")
+    result = monai_run("configs/inference.json", "--dataset_dir", str(data), "--output_dir", str(tmp_path / "out"),
+                       *CROP_FLAGS)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert LOG_LINE.search(result.stdout)
+    assert tifffile.imread(tmp_path / "out" / "em-crop_prob.tif").shape == (2, 128, 160)
+
+
+def test_train_then_evaluate_through_monai_run(labelled_dir: Path, tmp_path: Path) -> None:
+    """train.json and evaluate.json with tiny overrides, as a user runs them (one epoch of a width-4 FusionNet)."""
+    result = monai_run(
+        "configs/train.json", "--dataset_dir", str(labelled_dir), "--output_dir", str(tmp_path / "train"),
+        "--epochs", "1", "--val_interval", "1", *TINY_FLAGS,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert LOG_LINE.search(result.stdout) and (tmp_path / "train" / "model.pt").is_file()
+    result = monai_run(
+        "configs/evaluate.json", "--dataset_dir", str(labelled_dir), "--output_dir", str(tmp_path / "eval"),
+        "--ckpt_path", str(tmp_path / "train" / "model.pt"), "--features", "[4,8,8,8,8]", "--roi_size", "[64,64]",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = dict(csv.reader((tmp_path / "eval" / "metrics.csv").open()))
+    assert 0.0 <= float(rows["v_rand"]) <= 1.0
+
+
+def test_yaml_override_merges_key_by_key_over_inference_json(tmp_path: Path) -> None:
+    fast = yaml.safe_load(FAST.read_text())
+    base = json.loads((ROOT / "configs" / "inference.json").read_text())
+    assert fast and set(fast) <= set(base)  # it only sets existing keys
+    wf = ConfigWorkflow(
+        config_file=[str(ROOT / "configs" / "inference.json"), str(FAST)],
+        meta_file=str(ROOT / "configs" / "metadata.json"), logging_file=False, workflow_type="infer",
+        bundle_root=str(ROOT), plots=True,
+    )  # fmt: skip
+    for key, value in fast.items():  # the YAML wins over inference.json, a command-line override over both
+        assert wf.parser[key] == (True if key == "plots" else value)
+    assert wf.parser["features"] == base["features"] and wf.parser["overlap"] == base["overlap"]  # the rest stays
+
+
+@needs_model
+def test_yaml_config_list_on_the_command_line_equals_the_same_keys_as_flags(tmp_path: Path) -> None:
+    data = write_sample_crop(tmp_path / "data")
+    result = monai_run("['configs/inference.json','configs/inference_fast.yaml']", "--dataset_dir", str(data),
+                       "--output_dir", str(tmp_path / "yaml"))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "yaml").iterdir()) == ["em-crop_prob.tif"]  # the YAML's instance_mode
+    run_workflow("inference.json", dataset_dir=str(data), output_dir=str(tmp_path / "flags"),
+                 **yaml.safe_load(FAST.read_text()))  # fmt: skip
+    from_yaml, from_flags = (tifffile.imread(tmp_path / run / "em-crop_prob.tif") for run in ("yaml", "flags"))
+    np.testing.assert_array_equal(from_yaml, from_flags)

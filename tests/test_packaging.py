@@ -1,0 +1,184 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""``python -m bundle pack`` makes a model-zoo release that ``monai.bundle download``, ``load`` and ``run`` use."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from conftest import ROOT, run_cli, run_workflow
+from sample_crop import CROP_FLAGS, CROP_OVERRIDES, write_sample_crop
+
+from bundle.pack import pack
+from scripts.errors import BundleInputError
+
+META = json.loads((ROOT / "configs" / "metadata.json").read_text())
+NAME, VERSION = META["bundle_name"], META["version"]
+FEATURES = json.loads((ROOT / "configs" / "inference.json").read_text())["features"]
+RELEASE = f"{NAME}_v{VERSION}"
+needs_model = pytest.mark.skipif(not (ROOT / "models" / "model.pt").is_file(), reason="no shipped models/model.pt")
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@contextmanager
+def serve(folder: Path) -> Iterator[str]:
+    """Serve ``folder`` over HTTP on 127.0.0.1 (a free port) for the duration of the block; yield the base URL."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(folder)))
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def copy_bundle(target: Path, with_model: bool = True) -> Path:
+    """A copy of the bundle's packed folders (no git, tests, runs); models/model.pt only if ``with_model``."""
+    for folder in ("configs", "docs", "sample", "scripts"):
+        shutil.copytree(ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "LICENSE", target / "LICENSE")
+    (target / "models").mkdir()
+    if with_model:
+        shutil.copy(ROOT / "models" / "model.pt", target / "models" / "model.pt")
+    return target
+
+
+@needs_model
+def test_pack_writes_a_zoo_release(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    result = pack(output_dir=str(tmp_path / "dist"), progress=True)
+    zip_path = tmp_path / "dist" / f"{RELEASE}.zip"
+    assert result["zip"] == str(zip_path) and result["bundle_name"] == NAME and result["version"] == VERSION
+    assert "100%" in capsys.readouterr().err  # the tqdm bar
+    with zipfile.ZipFile(zip_path) as archive:
+        names = archive.namelist()
+        assert archive.read(f"{NAME}/models/model.pt") == (ROOT / "models" / "model.pt").read_bytes()
+        assert json.loads(archive.read(f"{NAME}/configs/metadata.json")) == META
+    assert {n.split("/")[0] for n in names} == {NAME}
+    for required in ("configs/inference.json", "configs/logging.conf", "scripts/fusionnet.py", "scripts/__init__.py",
+                     "docs/README.md", "docs/data_license.txt", "LICENSE", "sample/em-volume.tif"):  # fmt: skip
+        assert f"{NAME}/{required}" in names
+    top_level = ("configs", "models", "scripts", "docs", "sample", "LICENSE")
+    assert not [n for n in names if n.split("/")[1] not in top_level]
+    assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".part"))]
+
+    sha256 = hashlib.sha256(zip_path.read_bytes()).hexdigest()
+    assert (tmp_path / "dist" / f"{RELEASE}.zip.sha256").read_text() == f"{sha256}  {RELEASE}.zip\n"
+    info = json.loads((tmp_path / "dist" / "model_info.json").read_text())
+    assert info == {RELEASE: {"checksum": hashlib.sha1(zip_path.read_bytes()).hexdigest(), "source": zip_path.as_uri()}}
+    assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted(
+        [f"{RELEASE}.zip", f"{RELEASE}.zip.sha256", "model_info.json"]
+    )  # no temporary files left
+
+    # Packing again gives the same bytes; a source ending in "/" is a release folder the zip's name is appended to.
+    other = {"other_bundle_v1.0.0": {"checksum": "x", "source": "y"}}
+    (tmp_path / "dist" / "model_info.json").write_text(json.dumps(other))
+    again = pack(output_dir=str(tmp_path / "dist"), source="https://example.org/releases/", progress=False)
+    assert again["sha256"] == sha256
+    info = json.loads((tmp_path / "dist" / "model_info.json").read_text())
+    assert info[RELEASE]["source"] == f"https://example.org/releases/{RELEASE}.zip" and "other_bundle_v1.0.0" in info
+
+
+@needs_model
+def test_pack_leaves_out_caches_and_files_git_does_not_track(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path / "bundle")
+    junk = ["scripts/__pycache__/io.cpython-311.pyc", "configs/.model.json.x.part", "scripts/old.pyc"]
+    for path in [*junk, "tests/test_x.py", "runs/train/model.pt", "dist/old.zip", "configs/local_datalist.json"]:
+        (bundle / path).parent.mkdir(parents=True, exist_ok=True)
+        (bundle / path).write_text("x")
+    names = zipfile.ZipFile(pack(str(tmp_path / "d1"), bundle_root=str(bundle), progress=False)["zip"]).namelist()
+    assert f"{NAME}/configs/local_datalist.json" in names  # not a git checkout: every file of the packed folders
+    assert not [n for n in names if n.split("/", 1)[1] in junk or n.split("/")[1] in ("tests", "runs", "dist")]
+
+    subprocess.run(["git", "init", "-q"], cwd=bundle, check=True)
+    subprocess.run(["git", "add", "LICENSE", "configs/inference.json", "configs/metadata.json", "scripts", "docs"],
+                   cwd=bundle, check=True)  # fmt: skip
+    names = zipfile.ZipFile(pack(str(tmp_path / "d2"), bundle_root=str(bundle), progress=False)["zip"]).namelist()
+    assert f"{NAME}/configs/local_datalist.json" not in names and f"{NAME}/sample/em-volume.tif" not in names
+    assert f"{NAME}/models/model.pt" in names and f"{NAME}/scripts/fusionnet.py" in names
+
+
+def test_pack_stops_with_a_fix_for_a_missing_or_bad_model_and_a_bad_name(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path / "bundle", with_model=False)
+    with pytest.raises(BundleInputError, match=r"models/model\.pt: required in a release but missing.*train one"):
+        pack(str(tmp_path / "dist"), bundle_root=str(bundle), progress=False)
+    (bundle / "models" / "model.pt").write_bytes(b"PK\x03\x04 truncated")
+    with pytest.raises(BundleInputError, match=r"model\.pt: is not a readable PyTorch checkpoint"):
+        pack(str(tmp_path / "dist"), bundle_root=str(bundle), progress=False)
+    meta = json.loads((bundle / "configs" / "metadata.json").read_text())
+    for bad in ("FusionNet EM membrane segmentation", "fusionnet_vnc", None):
+        meta["bundle_name"] = bad
+        (bundle / "configs" / "metadata.json").write_text(json.dumps(meta))
+        with pytest.raises(BundleInputError, match='"bundle_name" must be words joined by "_".*Fix: add e.g.'):
+            pack(str(tmp_path / "dist"), bundle_root=str(bundle), progress=False)
+    assert not (tmp_path / "dist").exists()
+
+
+def test_bundle_pack_command_reports_a_missing_model_in_one_line(tmp_path: Path) -> None:
+    bundle = copy_bundle(tmp_path / "bundle", with_model=False)
+    result = run_cli("-m", "bundle", "pack", "--bundle_root", str(bundle), "--output_dir", str(tmp_path / "dist"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        (
+            f"error: {bundle}/models/model.pt: required in a release but missing. Fix: restore it "
+            "(git checkout -- models/model.pt) or train one and copy <output_dir>/model.pt there"
+        )
+    ]
+
+
+@needs_model
+def test_release_downloads_loads_and_infers_like_the_working_tree(tmp_path: Path) -> None:
+    """The zoo round trip: pack, serve over HTTP, ``monai.bundle download``, then ``load`` and ``run`` the copy."""
+    pack(str(tmp_path / "dist"), progress=False)
+    with serve(tmp_path / "dist") as url:
+        result = run_cli(
+            "-m", "monai.bundle", "download", "--name", NAME, "--url", f"{url}/{RELEASE}.zip",
+            "--bundle_dir", str(tmp_path / "bundles"), "--progress", "false",
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    downloaded = tmp_path / "bundles" / NAME
+    assert (downloaded / "configs" / "inference.json").is_file() and not (downloaded / "tests").exists()
+
+    # monai.bundle.load builds network_def from the downloaded inference.json and loads models/model.pt into it.
+    from monai.bundle import load
+
+    network = load(name=NAME, bundle_dir=str(tmp_path / "bundles"), workflow_type="inference", device="cpu")
+    shipped = torch.load(ROOT / "models" / "model.pt", weights_only=True)
+    assert type(network).__name__ == "FusionNet" and list(network.features) == FEATURES
+    assert all(torch.equal(network.state_dict()[k], shipped[k]) for k in shipped)
+
+    # The downloaded copy runs on its own (cwd = the copy, so its scripts/ is imported) and matches the working tree.
+    data = write_sample_crop(tmp_path / "data")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FUSIONNET_TRACEBACK")}
+    result = subprocess.run(
+        [sys.executable, "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
+         "--bundle_root", str(downloaded), "--dataset_dir", str(data), "--output_dir", str(tmp_path / "out_zoo"),
+         *CROP_FLAGS],
+        cwd=downloaded, capture_output=True, text=True, timeout=600, env=env, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    run_workflow("inference.json", dataset_dir=str(data), output_dir=str(tmp_path / "out_tree"), **CROP_OVERRIDES)
+    zoo, tree = (tifffile.imread(tmp_path / out / "em-crop_prob.tif") for out in ("out_zoo", "out_tree"))
+    assert zoo.shape == (2, 128, 160) and zoo.std() > 0.05
+    np.testing.assert_array_equal(zoo, tree)
+
