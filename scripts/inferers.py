@@ -12,15 +12,35 @@ from torch import nn
 from .errors import BundleInputError, as_bool
 
 DIVISOR = 16
-PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}
 
 
-def autocast_dtype(precision: str) -> torch.dtype | None:
-    """The autocast dtype for a precision name ("fp32" = no autocast), with a clear error for others."""
+def check_precision(precision: str) -> str:
+    """``precision`` if it is a known name, else a clear error."""
     if precision not in PRECISIONS:
         raise BundleInputError(
-            "precision", f"unknown value {precision!r}", f"use one of {', '.join(PRECISIONS)} (bf16 is fastest on CPU)"
+            "precision",
+            f"unknown value {precision!r}",
+            f"use one of {', '.join(PRECISIONS)} (auto = bf16 where the hardware computes it natively)",
         )
+    return precision
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 convolutions natively: a CUDA GPU with bf16 support, or a CPU with
+    AVX-512-bf16/AMX. Elsewhere (e.g. AVX2-only CPUs) bf16 is emulated and many times slower than fp32."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return False
+
+
+def autocast_dtype(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision name on ``device`` (None = fp32, no autocast); "auto" is bf16 where
+    :func:`native_bf16` holds and fp32 elsewhere."""
+    if check_precision(precision) == "auto":
+        return torch.bfloat16 if native_bf16(device) else None
     return PRECISIONS[precision]
 
 
@@ -35,16 +55,17 @@ def run_network(network: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) 
 class AutocastInferer(Inferer):
     """Whole-input inference under autocast, for training steps (MONAI's own ``amp`` flag is CUDA-only).
 
-    ``precision="bf16"`` trains about 4x faster than fp32 on AVX-512-bf16 CPUs; weights, optimizer state,
-    batch norm and the loss stay float32. Shape: ``(B, C, *S) -> (B, out_channels, *S)`` logits.
+    ``precision="bf16"`` trains about 4x faster than fp32 on AVX-512-bf16 CPUs (and many times slower on CPUs
+    that only emulate bf16, hence "auto"); weights, optimizer state, batch norm and the loss stay float32.
+    Shape: ``(B, C, *S) -> (B, out_channels, *S)`` logits.
     """
 
     def __init__(self, precision: str = "fp32") -> None:
         super().__init__()
-        self.dtype = autocast_dtype(precision)
+        self.precision = check_precision(precision)
 
     def __call__(self, inputs: torch.Tensor, network: nn.Module, *args, **kwargs) -> torch.Tensor:  # type: ignore[override]
-        return run_network(network, inputs, self.dtype)
+        return run_network(network, inputs, autocast_dtype(self.precision, inputs.device))
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -91,7 +112,7 @@ class MembraneInferer(Inferer):
         tta: average over the 8 flips/rotations of each window (8x the cost).
         spatial_dims: the network's spatial dims (2 or 3).
         padding_mode: how windows are padded at the image border.
-        precision: "fp32", or "bf16"/"fp16" autocast.
+        precision: "fp32", "bf16"/"fp16" autocast, or "auto" (bf16 where the hardware computes it natively).
     """
 
     def __init__(
@@ -106,7 +127,7 @@ class MembraneInferer(Inferer):
         precision: str = "fp32",
     ) -> None:
         super().__init__()
-        self.dtype = autocast_dtype(precision)
+        self.precision = check_precision(precision)
         roi = tuple(int(r) for r in roi_size)
         if len(roi) != spatial_dims or any(r <= 0 or r % DIVISOR for r in roi):
             raise BundleInputError(
@@ -136,8 +157,10 @@ class MembraneInferer(Inferer):
     def __call__(self, inputs: torch.Tensor, network: nn.Module) -> torch.Tensor:  # type: ignore[override]
         """Membrane probability with the shape of ``inputs`` (``(B, 1, *S)`` for one output channel)."""
 
+        dtype = autocast_dtype(self.precision, inputs.device)
+
         def predictor(x: torch.Tensor) -> torch.Tensor:
-            return membrane_probability(x, network, self.tta, self.dtype)
+            return membrane_probability(x, network, self.tta, dtype)
 
         shape = inputs.shape[-self.spatial_dims :]
         roi = self.window_size(shape)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from bundle.benchmark import count_flops, fold_batch_norm, format_table, run_benchmark
@@ -30,14 +31,21 @@ def test_flop_count_of_the_full_width_network() -> None:
     assert abs(flops * 64 - 829.26e9) / 829.26e9 < 0.01  # 512x512 is 64x the pixels of 64x64
 
 
-def test_tiny_benchmark_reports_every_figure() -> None:
+@pytest.mark.parametrize("native", [True, False])
+def test_tiny_benchmark_reports_every_figure(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """Where bf16 is only emulated, TTA and the training step run in fp32 and bf16 gets a single row."""
+    import scripts.inferers
+
+    monkeypatch.setattr(scripts.inferers, "native_bf16", lambda device: native)
     report = run_benchmark(
         sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16"), train_patch=32, train_batch=2,
         train_steps=2, widths={"shipped": (4, 8, 8, 8, 8)},
     )  # fmt: skip
     assert report["peak_gflops"]["fp32"] > 0 and report["peak_gflops"]["bf16"] > 0
-    assert {r["variant"] for r in report["inference"]} == {"fp32", "bf16", "bf16 +tta"}
+    fast = "bf16" if native else "fp32"
+    assert {r["variant"] for r in report["inference"]} == {"fp32", "bf16", f"{fast} +tta"}
+    assert report["machine"]["native_bf16"] is native and report["training"]["precision"] == fast
     assert all(r["seconds_per_section"] > 0 and r["peak_rss_mb"] > 0 for r in report["inference"])
     assert report["ratios"]["sliding_window_flop_waste"] > 1.0
-    assert set(report["training"]) == {"bare_seconds_per_step", "ignite_seconds_per_step", "overhead_pct"}
+    assert set(report["training"]) == {"precision", "bare_seconds_per_step", "ignite_seconds_per_step", "overhead_pct"}
     assert "measured matmul peak" in format_table(report)

@@ -160,3 +160,14 @@ def test_bf16_autocast_inferer_returns_float32_logits_close_to_fp32() -> None:
         bf16 = AutocastInferer("bf16")(x, net)
     assert bf16.dtype == torch.float32
     assert torch.allclose(torch.sigmoid(bf16), torch.sigmoid(fp32), atol=0.05)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_auto_precision_is_bf16_only_where_native(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
+    """bf16 is emulated (many times slower than fp32) on AVX2-only CPUs, so "auto" must fall back to fp32 there."""
+    from scripts import inferers
+
+    monkeypatch.setattr(inferers, "native_bf16", lambda device: native)
+    assert inferers.autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
+    assert inferers.autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    assert inferers.autocast_dtype("fp32", torch.device("cpu")) is None
