@@ -48,9 +48,8 @@ def test_3d_training_and_inference_on_instance_labels(tmp_path: Path) -> None:
     assert wf.parser.get_parsed_content("network_def").spatial_dims == 3
     wf.run()
     run_workflow(
-        "inference.json", dataset_dir=str(tmp_path / "d"), output_dir=str(tmp_path / "out"), spatial_dims=3,
+        ["inference.json", "inference_3d.json"], dataset_dir=str(tmp_path / "d"), output_dir=str(tmp_path / "out"),
         features=[4, 8, 8, 8, 8], roi_size=[16, 32, 32], ckpt_path=str(tmp_path / "train" / "model.pt"),
-        instance_mode="3d", target="boundaries",
     )  # fmt: skip
     _check_outputs(tmp_path / "out", "cube-volume", (24, 48, 48))
     assert list(csv.DictReader((tmp_path / "out" / "cube-volume_cells.csv").open()))[0]["slice"] == "-1"
