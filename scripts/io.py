@@ -94,20 +94,22 @@ def _fail_on_warnings(logger_name: str) -> Iterator[None]:
         raise ValueError("; ".join(m.strip().splitlines()[0] for m in recorder.messages[:2]))
 
 
+def tiff_spacing(tif) -> tuple[float, float, float] | None:
+    """``(z, y, x)`` voxel size of an open ``tifffile.TiffFile`` from its resolution tags (None if unset)."""
+    tags = tif.pages[0].tags
+    if "XResolution" in tags and "YResolution" in tags:
+        xr, yr = tags["XResolution"].value, tags["YResolution"].value
+        if xr[0] and yr[0] and (xr != (1, 1) or yr != (1, 1)):
+            z = float(tif.imagej_metadata.get("spacing", 1.0)) if tif.imagej_metadata else 1.0
+            return (z, yr[1] / yr[0], xr[1] / xr[0])
+    return None
+
+
 def _read_tiff(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     import tifffile
 
     with _fail_on_warnings("tifffile"), tifffile.TiffFile(path) as tif:
-        array = tif.asarray()
-        spacing = None
-        page = tif.pages[0]
-        tags = page.tags
-        if "XResolution" in tags and "YResolution" in tags:
-            xr, yr = tags["XResolution"].value, tags["YResolution"].value
-            if xr[0] and yr[0] and (xr != (1, 1) or yr != (1, 1)):
-                z = float(tif.imagej_metadata.get("spacing", 1.0)) if tif.imagej_metadata else 1.0
-                spacing = (z, yr[1] / yr[0], xr[1] / xr[0])
-    return array, spacing
+        return tif.asarray(), tiff_spacing(tif)
 
 
 def _read_nifti(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
@@ -152,6 +154,14 @@ def read_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
     return array, spacing
 
 
+def check_values(array: np.ndarray, path: str) -> None:
+    """Reject dtypes that are not numbers and floating images with NaN or Inf, naming ``path``."""
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == bool):
+        raise BundleInputError(path, f"has unsupported dtype {array.dtype}", "save it as uint8, uint16 or float32")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        raise BundleInputError(path, "contains NaN or Inf values", "replace them (e.g. with the mean intensity) before segmenting")
+
+
 def read_stack(path: str | os.PathLike) -> Stack:
     """Read a 2D image or 3D stack as ``(Z, Y, X)``; NIfTI ``(X, Y, Z)`` is transposed and restored on output."""
     array, spacing = read_array(path)
@@ -164,10 +174,7 @@ def read_stack(path: str | os.PathLike) -> Stack:
         raise BundleInputError(
             path, f"has {array.ndim} dimensions (shape {array.shape}), expected a 2D section or a 3D stack", "save a single-channel 2D or 3D image"
         )
-    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == bool):
-        raise BundleInputError(path, f"has unsupported dtype {array.dtype}", "save it as uint8, uint16 or float32")
-    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise BundleInputError(path, "contains NaN or Inf values", "replace them (e.g. with the mean intensity) before segmenting")
+    check_values(array, path)
     if image_suffix(path) in NIFTI_SUFFIXES and array.ndim == 3:
         return Stack(np.ascontiguousarray(array.transpose(2, 1, 0)), "xyz", spacing, path)
     if array.ndim == 2:

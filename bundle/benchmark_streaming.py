@@ -1,0 +1,96 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""``python -m bundle benchmark_streaming``: peak memory of streamed vs whole-volume inference.
+
+Each run is ``python -m monai.bundle run`` in a fresh process (inference.json, or inference.json plus
+inference_stream.json) on a generated stack, so its peak resident memory (RSS) is its own.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import resource
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BUNDLE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def _inference_rss(configs: list[str], overrides: dict[str, Any]) -> dict[str, float]:
+    """Run the configs in this (fresh) process; seconds and peak RSS in MB."""
+    from monai.bundle import ConfigWorkflow
+
+    start = time.perf_counter()
+    workflow = ConfigWorkflow(
+        config_file=[str(BUNDLE_ROOT / "configs" / c) for c in configs],
+        meta_file=str(BUNDLE_ROOT / "configs" / "metadata.json"),
+        logging_file=False,
+        workflow_type="infer",
+        bundle_root=str(BUNDLE_ROOT),
+        **overrides,
+    )
+    workflow.initialize()
+    workflow.run()
+    return {"seconds": time.perf_counter() - start, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _in_fresh_process(configs: list[str], overrides: dict[str, Any]) -> dict[str, float]:
+    with mp.get_context("spawn").Pool(1) as pool:
+        return pool.apply(_inference_rss, (configs, overrides))
+
+
+def run_streaming_benchmark(
+    sections: int = 20, size: int = 1024, features: tuple[int, ...] = (4, 8, 16, 32, 64), roi: int = 256
+) -> dict[str, Any]:
+    """Peak RSS of whole-volume inference on 1 and on ``sections`` sections, and of streaming the ``sections``.
+
+    The network is a randomly initialised FusionNet of width ``features`` (the memory of the volume is what is
+    measured; the network's own memory is the same in every run).
+    """
+    import numpy as np
+    import torch
+
+    from scripts.fusionnet import FusionNet
+    from scripts.io import write_tiff
+
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        torch.manual_seed(0)
+        torch.save(FusionNet(features=features).state_dict(), folder / "model.pt")
+        stack = np.random.default_rng(0).integers(0, 256, (sections, size, size), dtype=np.uint8)
+        for name, part in (("one", stack[:1]), ("many", stack)):
+            write_tiff(folder / name / "stack.tif", part)
+        common = {
+            "ckpt_path": str(folder / "model.pt"), "features": list(features), "roi_size": [roi, roi],
+            "plots": False, "instance_mode": "2d",
+        }  # fmt: skip
+        runs = {
+            "whole_1_section": (["inference.json"], "one"),
+            f"whole_{sections}_sections": (["inference.json"], "many"),
+            f"streamed_{sections}_sections": (["inference.json", "inference_stream.json"], "many"),
+        }
+        report: dict[str, Any] = {"sections": sections, "size": size, "features": list(features), "runs": {}}
+        for label, (configs, data) in runs.items():
+            overrides = {**common, "dataset_dir": str(folder / data), "output_dir": str(folder / f"out_{label}")}
+            report["runs"][label] = _in_fresh_process(configs, overrides)
+    rss = {k: v["peak_rss_mb"] for k, v in report["runs"].items()}
+    one, whole, streamed = rss["whole_1_section"], rss[f"whole_{sections}_sections"], rss[f"streamed_{sections}_sections"]
+    report["volume_mb_float32"] = sections * size * size * 4 / 2**20
+    report["streamed_over_one_section"] = streamed / one
+    report["whole_over_streamed"] = whole / streamed
+    return report
+
+
+def format_streaming(report: dict[str, Any]) -> str:
+    """The report as plain text."""
+    lines = [
+        f"stack {report['sections']} x {report['size']} x {report['size']} "
+        f"({report['volume_mb_float32']:.0f} MB as float32), FusionNet width {report['features']}",
+    ]
+    lines += [f"{k:24} {v['seconds']:7.1f} s  peak RSS {v['peak_rss_mb']:7.0f} MB" for k, v in report["runs"].items()]
+    lines.append(
+        f"streamed / one-section peak RSS: {report['streamed_over_one_section']:.2f}x; "
+        f"whole-volume / streamed: {report['whole_over_streamed']:.2f}x"
+    )
+    return "\n".join(lines)
