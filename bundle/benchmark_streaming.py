@@ -32,7 +32,10 @@ def _inference_rss(configs: list[str], overrides: dict[str, Any]) -> dict[str, f
     )
     workflow.initialize()
     workflow.run()
-    return {"seconds": time.perf_counter() - start, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "seconds": time.perf_counter() - start,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _in_fresh_process(configs: list[str], overrides: dict[str, Any]) -> dict[str, float]:
@@ -41,12 +44,19 @@ def _in_fresh_process(configs: list[str], overrides: dict[str, Any]) -> dict[str
 
 
 def run_streaming_benchmark(
-    sections: int = 20, size: int = 1024, features: tuple[int, ...] = (4, 8, 16, 32, 64), roi: int = 256
+    sections: int = 20,
+    size: int = 1024,
+    features: tuple[int, ...] = (4, 8, 16, 32, 64),
+    roi: int = 256,
+    spatial_dims: int = 2,
 ) -> dict[str, Any]:
-    """Peak RSS of whole-volume inference on 1 and on ``sections`` sections, and of streaming the ``sections``.
+    """Peak RSS of whole-volume inference on a short stack and on ``sections`` sections, and of streaming the
+    ``sections``.
 
     The network is a randomly initialised FusionNet of width ``features`` (the memory of the volume is what is
-    measured; the network's own memory is the same in every run).
+    measured; the network's own memory is the same in every run). For a 2D network the short stack is 1 section;
+    for a 3D network (``configs/inference_3d.json``, ``roi``-cubed windows, slab-by-slab streaming) it is one window
+    depth, ``roi`` sections, about what streaming holds.
     """
     import numpy as np
     import torch
@@ -54,43 +64,51 @@ def run_streaming_benchmark(
     from scripts.fusionnet import FusionNet
     from scripts.io import write_tiff
 
+    short = 1 if spatial_dims == 2 else min(roi, sections)
+    short_label = "whole_1_section" if short == 1 else f"whole_{short}_sections"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         torch.manual_seed(0)
-        torch.save(FusionNet(features=features).state_dict(), folder / "model.pt")
+        torch.save(FusionNet(spatial_dims=spatial_dims, features=features).state_dict(), folder / "model.pt")
         stack = np.random.default_rng(0).integers(0, 256, (sections, size, size), dtype=np.uint8)
-        for name, part in (("one", stack[:1]), ("many", stack)):
+        for name, part in (("short", stack[:short]), ("many", stack)):
             write_tiff(folder / name / "stack.tif", part)
         common = {
-            "ckpt_path": str(folder / "model.pt"), "features": list(features), "roi_size": [roi, roi],
-            "plots": False, "instance_mode": "2d",
+            "ckpt_path": str(folder / "model.pt"), "features": list(features), "roi_size": [roi] * spatial_dims,
+            "plots": False, "instance_mode": "2d" if spatial_dims == 2 else "none",
         }  # fmt: skip
+        configs = ["inference.json"] if spatial_dims == 2 else ["inference.json", "inference_3d.json"]
         runs = {
-            "whole_1_section": (["inference.json"], "one"),
-            f"whole_{sections}_sections": (["inference.json"], "many"),
-            f"streamed_{sections}_sections": (["inference.json", "inference_stream.json"], "many"),
+            short_label: (configs, "short"),
+            f"whole_{sections}_sections": (configs, "many"),
+            f"streamed_{sections}_sections": ([*configs, "inference_stream.json"], "many"),
         }
-        report: dict[str, Any] = {"sections": sections, "size": size, "features": list(features), "runs": {}}
-        for label, (configs, data) in runs.items():
+        report: dict[str, Any] = {
+            "sections": sections, "size": size, "features": list(features), "spatial_dims": spatial_dims,
+            "short_sections": short, "runs": {},
+        }  # fmt: skip
+        for label, (run_configs, data) in runs.items():
             overrides = {**common, "dataset_dir": str(folder / data), "output_dir": str(folder / f"out_{label}")}
-            report["runs"][label] = _in_fresh_process(configs, overrides)
+            report["runs"][label] = _in_fresh_process(run_configs, overrides)
     rss = {k: v["peak_rss_mb"] for k, v in report["runs"].items()}
-    one, whole, streamed = rss["whole_1_section"], rss[f"whole_{sections}_sections"], rss[f"streamed_{sections}_sections"]
+    one, whole, streamed = rss[short_label], rss[f"whole_{sections}_sections"], rss[f"streamed_{sections}_sections"]
     report["volume_mb_float32"] = sections * size * size * 4 / 2**20
-    report["streamed_over_one_section"] = streamed / one
+    report["streamed_over_one_section"] = streamed / one  # over the short stack (one window depth in 3D)
     report["whole_over_streamed"] = whole / streamed
     return report
 
 
 def format_streaming(report: dict[str, Any]) -> str:
     """The report as plain text."""
+    dims = report.get("spatial_dims", 2)
+    short = report.get("short_sections", 1)
     lines = [
         f"stack {report['sections']} x {report['size']} x {report['size']} "
-        f"({report['volume_mb_float32']:.0f} MB as float32), FusionNet width {report['features']}",
+        f"({report['volume_mb_float32']:.0f} MB as float32), {dims}D FusionNet width {report['features']}",
     ]
     lines += [f"{k:24} {v['seconds']:7.1f} s  peak RSS {v['peak_rss_mb']:7.0f} MB" for k, v in report["runs"].items()]
     lines.append(
-        f"streamed / one-section peak RSS: {report['streamed_over_one_section']:.2f}x; "
-        f"whole-volume / streamed: {report['whole_over_streamed']:.2f}x"
+        f"streamed / {'one-section' if short == 1 else f'{short}-section'} peak RSS: "
+        f"{report['streamed_over_one_section']:.2f}x; whole-volume / streamed: {report['whole_over_streamed']:.2f}x"
     )
     return "\n".join(lines)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
@@ -69,7 +69,8 @@ class AutocastInferer(Inferer):
 
 
 def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k``-th (0..7) flip/rotation of the last two axes: rotate by ``k % 4`` quarter turns, then flip if ``k >= 4``."""
+    """The ``k``-th (0..7) flip/rotation of the last two axes: rotate by ``k % 4`` quarter turns, then flip if
+    ``k >= 4``."""
     x = torch.rot90(x, k % 4, dims=(-2, -1))
     return torch.flip(x, dims=(-1,)) if k >= 4 else x
 
@@ -154,19 +155,30 @@ class MembraneInferer(Inferer):
         """
         return tuple(min(r, -(-int(s) // DIVISOR) * DIVISOR) for r, s in zip(self.roi_size, spatial_shape))
 
-    def __call__(self, inputs: torch.Tensor, network: nn.Module) -> torch.Tensor:  # type: ignore[override]
-        """Membrane probability with the shape of ``inputs`` (``(B, 1, *S)`` for one output channel)."""
+    def window_settings(self, spatial_shape: Sequence[int]) -> tuple[tuple[int, ...], dict]:
+        """The window size (:meth:`window_size`) and the other sliding-window arguments (``sw_batch_size``,
+        ``overlap``, ``mode``, ``padding_mode``) used for an image of ``spatial_shape``; "replicate" padding
+        replaces "reflect" where a window is at least twice the image along some axis."""
+        roi = self.window_size(spatial_shape)
+        kwargs = dict(self.window_kwargs)
+        if any(r - int(s) >= int(s) for r, s in zip(roi, spatial_shape)):
+            kwargs["padding_mode"] = "replicate"  # reflection cannot pad an axis by more than its own length
+        return roi, kwargs
 
-        dtype = autocast_dtype(self.precision, inputs.device)
+    def predictor(self, network: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``windows (B, C, *roi) -> probability (B, out_channels, *roi)`` on ``device``: the network under this
+        inferer's precision, with TTA if set (see :func:`membrane_probability`)."""
+        dtype = autocast_dtype(self.precision, device)
 
-        def predictor(x: torch.Tensor) -> torch.Tensor:
+        def predict(x: torch.Tensor) -> torch.Tensor:
             return membrane_probability(x, network, self.tta, dtype)
 
-        shape = inputs.shape[-self.spatial_dims :]
-        roi = self.window_size(shape)
-        kwargs = dict(self.window_kwargs)
-        if any(r - s >= s for r, s in zip(roi, shape)):
-            kwargs["padding_mode"] = "replicate"  # reflection cannot pad an axis by more than its own length
+        return predict
+
+    def __call__(self, inputs: torch.Tensor, network: nn.Module) -> torch.Tensor:  # type: ignore[override]
+        """Membrane probability with the shape of ``inputs`` (``(B, 1, *S)`` for one output channel)."""
+        predictor = self.predictor(network, inputs.device)
+        roi, kwargs = self.window_settings(inputs.shape[-self.spatial_dims :])
         if self.spatial_dims == 2 and inputs.ndim == 5:
             return SliceInferer(spatial_dim=0, roi_size=roi, **kwargs)(inputs, predictor)
         return SlidingWindowInferer(roi_size=roi, **kwargs)(inputs, predictor)

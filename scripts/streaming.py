@@ -4,16 +4,25 @@
 A 2D network sees one section at a time, and the per-section normalization, sliding window and 2D watershed
 never look across sections, so streaming a stack one section at a time gives exactly the whole-volume result
 while memory holds one section (plus the network), whatever the number of sections.
+
+A 3D network runs on slabs of sections along z (:func:`sliding_window_planes`): the windows, their batches and
+their gaussian weights are those of MONAI's whole-volume ``sliding_window_inference``, in the same order, and a
+z-plane is written as soon as no later window touches it, so the probability equals the whole-volume one while
+memory holds about one window depth of sections.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from monai.data.utils import compute_importance_map, dense_patch_slices, get_valid_patch_size
+from monai.inferers.utils import _get_scan_interval
+from monai.utils import PytorchPadMode, ensure_tuple_rep, look_up_option
 from torch import nn
 from tqdm import tqdm
 
@@ -63,6 +72,8 @@ class TiffSections:
                 "save it as (Z, Y, X)",
             )
 
+        self._tif = None
+
     def __len__(self) -> int:
         return self.shape[0] if len(self.shape) == 3 else 1
 
@@ -81,6 +92,42 @@ class TiffSections:
                     ) from e
                 check_values(section, f"{self.path} (section {z})")
                 yield section
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``, reading only those pages.
+
+        The file stays open between calls (random access without re-parsing it); :meth:`close` or a ``with``
+        block closes it.
+        """
+        import tifffile
+
+        if not 0 <= start < stop <= len(self):
+            raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
+        try:
+            if self._tif is None:
+                self._tif = tifffile.TiffFile(self.path)
+            sections = self._tif.asarray(key=range(start, stop))
+        except Exception as e:
+            raise BundleInputError(
+                self.path,
+                f"sections {start}..{stop - 1} cannot be read ({type(e).__name__}: {e})",
+                "the file is truncated; re-export it",
+            ) from e
+        sections = sections.reshape(stop - start, *self.shape[-2:])
+        check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
+        return sections
+
+    def close(self) -> None:
+        """Close the file :meth:`read` keeps open (a later read opens it again)."""
+        if self._tif is not None:
+            self._tif.close()
+            self._tif = None
+
+    def __enter__(self) -> TiffSections:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
 
 def write_tiff_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype) -> None:
@@ -101,16 +148,117 @@ def write_tiff_sections(path: str, sections: Iterator[np.ndarray], shape: Sequen
         )
 
 
+def sliding_window_planes(
+    read: Callable[[int, int], torch.Tensor],
+    spatial_shape: Sequence[int],
+    roi_size: Sequence[int],
+    sw_batch_size: int,
+    predictor: Callable[[torch.Tensor], torch.Tensor],
+    overlap: float = 0.25,
+    mode: str = "constant",
+    sigma_scale: float = 0.125,
+    padding_mode: str = "constant",
+    cval: float = 0.0,
+    device: torch.device | str = "cpu",
+) -> Iterator[torch.Tensor]:
+    """MONAI's ``sliding_window_inference`` of a ``(Z, Y, X)`` volume, computed slab by slab along z and returned
+    one output z-plane at a time.
+
+    The window grid (``_get_scan_interval``, ``dense_patch_slices``), the padding of volumes smaller than the
+    window, the importance map (``compute_importance_map``), the batches of ``sw_batch_size`` consecutive windows
+    and the order in which window outputs and weights are summed are those of ``monai.inferers.utils``, so each
+    plane equals the matching plane of the whole-volume result (for a batch-independent ``predictor``). Windows
+    run in MONAI's z-major order; only the input planes the current batch of windows needs are held, and a plane
+    is yielded (divided by its weight sum) as soon as no later window touches it. Memory thus scales with
+    ``roi_size[0]`` (plus the z-steps one batch spans) times the plane size, not with ``Z``.
+
+    Args:
+        read: ``read(start, stop)`` returns input planes ``start .. stop - 1`` of the volume as a float32
+            ``(1, C, stop - start, Y, X)`` tensor on ``device``.
+        spatial_shape: ``(Z, Y, X)``.
+        roi_size: ``(z, y, x)`` window size.
+        sw_batch_size: windows per ``predictor`` call.
+        predictor: ``(B, C, *roi_size) -> (B, C_out, *roi_size)``.
+        overlap, mode, sigma_scale, padding_mode, cval: as in ``monai.inferers.sliding_window_inference``.
+        device: where windows are cut and outputs are summed (MONAI's ``sw_device`` and ``device``).
+
+    Yields:
+        ``(C_out, Y, X)`` float32 planes for ``z = 0 .. Z - 1``.
+    """
+    shape, roi = tuple(int(s) for s in spatial_shape), tuple(int(r) for r in roi_size)
+    if len(shape) != 3 or len(roi) != 3:
+        raise ValueError(f"expected a (Z, Y, X) volume and window, got {shape} and {roi}")
+    image_size = tuple(max(s, r) for s, r in zip(shape, roi))
+    pad_size: list[int] = []  # F.pad order: (x_before, x_after, y_before, y_after, z_before, z_after)
+    for s, r in zip(reversed(shape), reversed(roi)):
+        diff = max(r - s, 0)
+        pad_size += [diff // 2, diff - diff // 2]
+    pad_mode = look_up_option(padding_mode, PytorchPadMode)
+    z_padded = bool(pad_size[4] or pad_size[5])  # then one window depth covers the whole (padded) volume
+
+    def padded(start: int, stop: int) -> torch.Tensor:
+        """Planes ``start .. stop - 1`` of the padded volume, ``(1, C, stop - start, Y + pad, X + pad)``."""
+        x = read(0, shape[0]) if z_padded else read(start, stop)
+        if any(pad_size):
+            x = F.pad(x, pad=pad_size, mode=pad_mode, value=cval)
+        return x[:, :, start:stop] if z_padded else x
+
+    windows = dense_patch_slices(image_size, roi, _get_scan_interval(image_size, roi, 3, ensure_tuple_rep(overlap, 3)))
+    weight = compute_importance_map(
+        get_valid_patch_size(image_size, roi), mode=mode, sigma_scale=sigma_scale, device=device, dtype=torch.float32
+    )[None, None]
+    crop = (slice(pad_size[2], pad_size[2] + shape[1]), slice(pad_size[0], pad_size[0] + shape[2]))
+    source: torch.Tensor | None = None  # input planes source_lo .. (padded z)
+    total: torch.Tensor | None = None  # weighted sum of the output planes out_lo ..
+    weights: torch.Tensor | None = None  # their weight sum
+    source_lo = out_lo = 0
+    for first in range(0, len(windows), int(sw_batch_size)):
+        batch = windows[first : first + int(sw_batch_size)]
+        lo, hi = batch[0][0].start, max(w[0].stop for w in batch)  # windows come in increasing z order
+        source_hi = source_lo if source is None else source_lo + source.shape[2]
+        if source is None or lo >= source_hi:
+            source = padded(lo, hi)
+        else:
+            source = source[:, :, lo - source_lo :]
+            if hi > source_hi:
+                source = torch.cat([source, padded(source_hi, hi)], dim=2)
+        source_lo = lo
+        crops = [source[(slice(None), slice(None), slice(w[0].start - lo, w[0].stop - lo), *w[1:])] for w in batch]
+        prob = predictor(torch.cat(crops) if sw_batch_size > 1 else crops[0]) * weight  # as MONAI batches them
+        if total is None or weights is None:
+            total = torch.zeros((1, prob.shape[1], 0, *image_size[1:]), dtype=prob.dtype, device=device)
+            weights = torch.zeros((1, 1, 0, *image_size[1:]), dtype=weight.dtype, device=device)
+        if hi > out_lo + total.shape[2]:
+            extra = hi - out_lo - total.shape[2]
+            total = torch.cat([total, total.new_zeros((*total.shape[:2], extra, *total.shape[3:]))], dim=2)
+            weights = torch.cat([weights, weights.new_zeros((1, 1, extra, *weights.shape[3:]))], dim=2)
+        for w, p in zip(batch, prob.to(device)):
+            planes = (slice(None), slice(None), slice(w[0].start - out_lo, w[0].stop - out_lo), *w[1:])
+            total[planes] += p
+            weights[planes] += weight
+        following = windows[first + len(batch)][0].start if first + len(batch) < len(windows) else image_size[0]
+        if following > out_lo:  # no later window touches the planes before `following`
+            done = total[0, :, : following - out_lo] / weights[0, :, : following - out_lo]
+            for i in range(done.shape[1]):
+                if 0 <= out_lo + i - pad_size[4] < shape[0]:
+                    yield done[(slice(None), i, *crop)]
+            total, weights = total[:, :, following - out_lo :], weights[:, :, following - out_lo :]
+            out_lo = following
+
+
 class StreamingSegmenter:
-    """``configs/inference_stream.json``: the outputs of ``configs/inference.json`` for 2D networks, one section at
-    a time, so that stacks of any length fit in memory.
+    """``configs/inference_stream.json``: the outputs of ``configs/inference.json``, a few sections at a time, so
+    that stacks of any length fit in memory.
 
     For every stack ``X.tif`` it writes ``X_prob.tif`` (float32 membrane probability), ``X_seg.tif`` (uint32 cells,
     per-section watershed) and ``X_cells.csv``, identical to whole-volume inference (the overlay plots, which need
     the whole stack, are not drawn). The probability is written first and segmented in a second pass over it.
+    A 2D network runs one section at a time; a 3D network (``configs/inference_3d.json``) runs on overlapping slabs
+    of sections with the windows and blending of whole-volume inference (:func:`sliding_window_planes`), holding
+    about one window depth of sections.
 
     Args:
-        network: a 2D network (eval mode is set here).
+        network: a 2D or 3D network (eval mode is set here).
         inferer: the sliding-window inferer of inference.json.
         output_dir: folder for the results.
         device: where the network runs.
@@ -132,10 +280,6 @@ class StreamingSegmenter:
         seed_distance: float = 2.0,
         target: str = "membrane",
     ) -> None:
-        if inferer.spatial_dims != 2:
-            raise BundleInputError(
-                "spatial_dims", "streaming runs 2D networks only", "use configs/inference.json for 3D"
-            )
         if instance_mode not in ("2d", "none"):
             raise BundleInputError(
                 "instance_mode", f"{instance_mode!r} needs the whole volume in memory", "use 2d or none when streaming"
@@ -151,11 +295,37 @@ class StreamingSegmenter:
         """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1]."""
         from .transforms import normalize_sections
 
+        if self.inferer.spatial_dims == 3:
+            yield from self.volume_probabilities(stack)
+            return
         with torch.inference_mode():
             for section in tqdm(stack, total=len(stack), desc=os.path.basename(stack.path), unit="section"):
                 x = normalize_sections(section.astype(np.float32, copy=False))[None, None].to(self.device)
                 prob = self.inferer(x, self.network)[0, 0].float().cpu().numpy()
                 yield np.clip(prob, 0.0, 1.0)
+
+    def volume_probabilities(self, stack: TiffSections) -> Iterator[np.ndarray]:
+        """Membrane probability of each section from a 3D network, ``(Y, X)`` float32 in [0, 1]: the whole-volume
+        sliding window of ``MembraneInferer`` (window shrink, padding, batches, TTA, precision), slab by slab."""
+        from .transforms import normalize_sections
+
+        if len(stack.shape) != 3 or len(stack) < 2:
+            raise BundleInputError(
+                stack.path,
+                f"is a single 2D section (shape {stack.shape[-2:]}), but the network is 3D (spatial_dims 3)",
+                "give a 3D stack, or segment it with a 2D model (configs/inference.json without the 3D override)",
+            )
+
+        def read(start: int, stop: int) -> torch.Tensor:
+            sections = stack.read(start, stop).astype(np.float32, copy=False)
+            return normalize_sections(sections)[None, None].to(self.device)
+
+        roi, kwargs = self.inferer.window_settings(stack.shape)
+        predictor = self.inferer.predictor(self.network, self.device)
+        with torch.inference_mode(), stack:
+            planes = sliding_window_planes(read, stack.shape, roi, predictor=predictor, device=self.device, **kwargs)
+            for plane in tqdm(planes, total=len(stack), desc=os.path.basename(stack.path), unit="section"):
+                yield np.clip(plane[0].float().cpu().numpy(), 0.0, 1.0)
 
     def cells(self, probabilities: TiffSections, rows: csv.DictWriter) -> Iterator[np.ndarray]:
         """Cell labels of each probability section (ids unique across the stack); table rows go to ``rows``."""

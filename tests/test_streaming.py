@@ -8,13 +8,25 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tifffile
+import torch
 from conftest import run_workflow
 from sample_crop import write_sample_crop
 
 from scripts.errors import BundleInputError, find_input_error
-from scripts.streaming import TiffSections, write_tiff_sections
+from scripts.fusionnet import FusionNet
+from scripts.inferers import MembraneInferer
+from scripts.io import write_tiff
+from scripts.streaming import StreamingSegmenter, TiffSections, sliding_window_planes, write_tiff_sections
+from scripts.synthetic import make_em_stack
 
 OPTIONS = {"roi_size": [128, 128], "plots": False}
+FEATURES_3D = [4, 8, 8, 8, 8]
+
+
+def tiny_3d_network() -> FusionNet:
+    """A seeded, untrained 3D FusionNet of width ``FEATURES_3D`` in eval mode."""
+    torch.manual_seed(0)
+    return FusionNet(spatial_dims=3, features=FEATURES_3D).eval()
 
 
 def test_streaming_equals_whole_volume_inference(tmp_path: Path) -> None:
@@ -40,6 +52,11 @@ def test_sections_are_written_as_one_series(tmp_path: Path) -> None:
     write_tiff_sections(str(tmp_path / "s.tif"), iter(sections), (7, 4, 5), np.float32)
     np.testing.assert_array_equal(tifffile.imread(tmp_path / "s.tif"), np.stack(sections))
     assert [s[0, 0] for s in TiffSections(tmp_path / "s.tif")] == list(range(7))
+    with TiffSections(tmp_path / "s.tif") as stack:
+        np.testing.assert_array_equal(stack.read(2, 5), np.stack(sections[2:5]))
+        np.testing.assert_array_equal(stack.read(6, 7), np.stack(sections[6:]))
+        with pytest.raises(IndexError):
+            stack.read(5, 8)
 
 
 def test_a_failed_stream_leaves_no_file(tmp_path: Path) -> None:
@@ -69,3 +86,96 @@ def test_streaming_benchmark_reports_peak_memory_of_each_run() -> None:
     assert set(report["runs"]) == {"whole_1_section", "whole_3_sections", "streamed_3_sections"}
     assert all(r["peak_rss_mb"] > 0 and r["seconds"] > 0 for r in report["runs"].values())
     assert report["whole_over_streamed"] > 0 and "peak RSS" in format_streaming(report)
+
+
+@pytest.mark.parametrize("instance_mode, sw_batch_size", [("none", 3), ("2d", 2)])
+def test_3d_streaming_equals_whole_volume_inference(tmp_path: Path, instance_mode: str, sw_batch_size: int) -> None:
+    """A 3D network streamed slab by slab gives bit-identical outputs: same windows, batches, weights, sums.
+
+    40 x 48 x 56 with 16 x 32 x 32 windows at overlap 0.25 is 3 x 2 x 2 windows; 3 windows a batch makes batches
+    that span two z-steps.
+    """
+    image, _ = make_em_stack((40, 48, 56), cell_size=16, seed=3)
+    write_tiff(tmp_path / "data" / "cube.tif", image)
+    torch.save(tiny_3d_network().state_dict(), tmp_path / "model.pt")
+    configs = ["inference.json", "inference_3d.json"]
+    options = dict(
+        dataset_dir=str(tmp_path / "data"), ckpt_path=str(tmp_path / "model.pt"), features=FEATURES_3D,
+        roi_size=[16, 32, 32], overlap=0.25, sw_batch_size=sw_batch_size, instance_mode=instance_mode, plots=False,
+    )  # fmt: skip
+    run_workflow(configs, output_dir=str(tmp_path / "whole"), **options)
+    run_workflow([*configs, "inference_stream.json"], output_dir=str(tmp_path / "stream"), **options)
+    suffixes = ("_prob.tif", "_seg.tif", "_cells.csv") if instance_mode == "2d" else ("_prob.tif",)
+    assert sorted(p.name for p in (tmp_path / "stream").iterdir()) == sorted(f"cube{s}" for s in suffixes)
+    for suffix in suffixes[:2]:
+        whole, streamed = (tifffile.imread(tmp_path / d / f"cube{suffix}") for d in ("whole", "stream"))
+        assert streamed.shape == whole.shape == (40, 48, 56) and streamed.dtype == whole.dtype
+        np.testing.assert_array_equal(streamed, whole)
+    if instance_mode == "2d":
+        whole_table, streamed_table = ((tmp_path / d / "cube_cells.csv").read_text() for d in ("whole", "stream"))
+        assert streamed_table == whole_table
+    with pytest.raises(Exception) as info:
+        run_workflow(
+            [*configs, "inference_stream.json"], output_dir=str(tmp_path / "x"), **{**options, "instance_mode": "3d"}
+        )
+    assert "instance_mode" in str(find_input_error(info.value))
+
+
+@pytest.mark.parametrize(
+    "shape, roi, sw_batch_size, options",
+    [
+        ((40, 48, 56), (16, 32, 32), 5, {"mode": "constant", "overlap": 0.5}),  # batches over several z-steps
+        ((28, 32, 48), (16, 32, 32), 1, {}),  # MONAI passes single windows as views
+        ((12, 20, 56), (16, 32, 32), 3, {}),  # shallower and narrower than a window: reflect padding
+        ((5, 40, 40), (32, 32, 32), 2, {}),  # window shrunk to 16 deep, padded by replication
+        ((20, 16, 32), (16, 16, 16), 2, {"tta": True}),
+    ],
+)
+def test_slabs_reproduce_sliding_window_inference(
+    shape: tuple[int, int, int], roi: tuple[int, int, int], sw_batch_size: int, options: dict
+) -> None:
+    """``sliding_window_planes`` with ``MembraneInferer``'s settings equals ``MembraneInferer`` on the whole volume
+    exactly, and reads every section once (or the whole of a volume shallower than a window)."""
+    inferer = MembraneInferer(roi, sw_batch_size=sw_batch_size, spatial_dims=3, **options)
+    network = tiny_3d_network()
+    volume = torch.from_numpy(np.random.default_rng(1).random(shape, dtype=np.float32))[None, None]
+    reads: list[tuple[int, int]] = []
+
+    def read(start: int, stop: int) -> torch.Tensor:
+        reads.append((start, stop))
+        return volume[:, :, start:stop]
+
+    with torch.inference_mode():
+        whole = inferer(volume, network)[0]
+        window, kwargs = inferer.window_settings(shape)
+        planes = sliding_window_planes(
+            read, shape, window, predictor=inferer.predictor(network, volume.device), **kwargs
+        )
+        streamed = torch.stack(list(planes), dim=1)
+    assert streamed.shape == whole.shape == (1, *shape)
+    assert torch.equal(streamed, whole)
+    assert sum(stop - start for start, stop in reads) == shape[0]
+
+
+def test_3d_streaming_holds_about_one_window_depth(tmp_path: Path) -> None:
+    """Each z-plane is written once no later window touches it: with 16-deep windows every 12 sections, plane z is
+    out before section z + 16 is read, and every section is read once."""
+    write_tiff(tmp_path / "v.tif", np.random.default_rng(2).integers(0, 255, (64, 32, 32), dtype=np.uint8))
+    inferer = MembraneInferer([16, 32, 32], sw_batch_size=1, spatial_dims=3)
+    streamer = StreamingSegmenter(tiny_3d_network(), inferer, str(tmp_path), instance_mode="none")
+    stack = TiffSections(tmp_path / "v.tif")
+    reads: list[tuple[int, int]] = []
+    read = stack.read
+
+    def recorded_read(start: int, stop: int) -> np.ndarray:
+        reads.append((start, stop))
+        return read(start, stop)
+
+    stack.read = recorded_read  # type: ignore[method-assign]
+    for z, plane in enumerate(streamer.probabilities(stack)):
+        assert plane.shape == (32, 32) and plane.dtype == np.float32
+        assert max(stop for _, stop in reads) <= z + 16
+    assert z == 63 and reads == [(0, 16), (16, 28), (28, 40), (40, 52), (52, 64)]
+    tifffile.imwrite(tmp_path / "one.tif", np.zeros((32, 32), np.uint8))
+    with pytest.raises(BundleInputError, match="single 2D section"):
+        streamer.segment(str(tmp_path / "one.tif"))
