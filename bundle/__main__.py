@@ -8,7 +8,7 @@ import sys
 import fire
 
 from bundle.cli import COMMANDS
-from scripts.errors import find_input_error
+from scripts.errors import find_input_error, print_error
 
 
 def main() -> int:
@@ -18,7 +18,7 @@ def main() -> int:
         error = find_input_error(e)
         if error is None:
             raise
-        print(f"error: {error}", file=sys.stderr)
+        print_error(error)
         return 2
     return 0
 

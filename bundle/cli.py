@@ -14,16 +14,47 @@ CONFIGS = BUNDLE_ROOT / "configs"
 METADATA_SCHEMA = BUNDLE_ROOT / "bundle" / "metadata_schema.json"
 
 
+# keys of ``monai.bundle run`` itself (and of the MLflow tracking it can add), not of the config
+_RUN_KEYS = {
+    "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
+    "workflow_name", "workflow_type", "properties_path", "tracking_uri", "experiment_name", "run_name",
+    "save_execute_config",
+}  # fmt: skip
+
+
+def check_override_keys(config_file: str | list[str], overrides: dict[str, Any]) -> None:
+    """Reject an override that names no top-level key of ``config_file`` (merged, if a list).
+
+    MONAI adds unknown keys to the config without a word, so a misspelt ``--epoch 5`` would otherwise train for
+    the default number of epochs. For ``a#b#c`` overrides only ``a`` is checked.
+    """
+    import difflib
+
+    from monai.bundle import ConfigParser
+
+    from scripts.errors import BundleInputError
+
+    files = [config_file] if isinstance(config_file, str) else list(config_file)
+    known = set(ConfigParser.load_config_files(files)) | _RUN_KEYS | {"_meta_"}
+    for key in overrides:
+        top = str(key).split("#")[0]
+        if top in known:
+            continue
+        names = ", ".join(Path(f).name for f in files)
+        close = difflib.get_close_matches(top, sorted(known - _RUN_KEYS), n=1)
+        fix = f"did you mean --{close[0]}?" if close else f"use a top-level key of {names} (or key#subkey)"
+        raise BundleInputError(f"--{key}", f"is not a setting of {names}, so it would be ignored", fix)
+
+
 def _run_workflow(config: str, overrides: dict[str, Any]) -> None:
     from monai.bundle import run
 
     overrides.setdefault("bundle_root", str(BUNDLE_ROOT))
-    run(
-        config_file=str(CONFIGS / config),
-        meta_file=str(CONFIGS / "metadata.json"),
-        logging_file=str(CONFIGS / "logging.conf"),
-        **overrides,
-    )
+    overrides.setdefault("config_file", str(CONFIGS / config))
+    overrides.setdefault("meta_file", str(CONFIGS / "metadata.json"))
+    overrides.setdefault("logging_file", str(CONFIGS / "logging.conf"))
+    check_override_keys(overrides["config_file"], overrides)
+    run(**overrides)
 
 
 def infer(**overrides: Any) -> None:

@@ -3,16 +3,21 @@
 
 Importing it installs a ``sys.excepthook`` that prints a :class:`~scripts.errors.BundleInputError` (a problem
 the user can fix: a missing file, a bad override) as one line instead of MONAI's traceback wall; any other
-error keeps its full traceback. Set ``FUSIONNET_TRACEBACK=1`` to see full tracebacks for all errors.
+error keeps its full traceback. It also keeps such errors' tracebacks out of the log: MONAI's ``StatsHandler``
+logs every exception of a run with its traceback (to stdout), which would bury the one-line error. Set
+``FUSIONNET_TRACEBACK=1`` to see full tracebacks for all errors.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 from . import checkpoint, data, errors, inferers, instances, io, morphology, transforms, writers
-from .errors import BundleInputError, find_input_error
+from .errors import BundleInputError, find_input_error, print_error
 from .fusionnet import FusionNet
 
 __all__ = [
@@ -35,9 +40,28 @@ def _concise_excepthook(exc_type, exc, tb, _previous=sys.excepthook):  # type: i
     if error is None or os.environ.get("FUSIONNET_TRACEBACK"):
         _previous(exc_type, exc, tb)
         return
-    print(f"error: {error}", file=sys.stderr)
+    print_error(error)
 
 
 if not getattr(sys.excepthook, "_fusionnet", False):
     _concise_excepthook._fusionnet = True  # type: ignore[attr-defined]
     sys.excepthook = _concise_excepthook
+
+
+def _without_input_error_tracebacks(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
+    """A log record factory that drops the traceback of a record whose exception is a ``BundleInputError`` and
+    logs the error's one-line message instead (the excepthook prints it again when the run stops)."""
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = factory(*args, **kwargs)
+        error = find_input_error(record.exc_info[1]) if record.exc_info else None
+        if error is not None and not os.environ.get("FUSIONNET_TRACEBACK"):
+            record.msg, record.args, record.exc_info, record.exc_text = f"stopped: {error}", (), None, None
+        return record
+
+    make_record._fusionnet = True  # type: ignore[attr-defined]
+    return make_record
+
+
+if not getattr(logging.getLogRecordFactory(), "_fusionnet", False):
+    logging.setLogRecordFactory(_without_input_error_tracebacks(logging.getLogRecordFactory()))

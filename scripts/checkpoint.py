@@ -39,6 +39,12 @@ def checkpoint_features(state: dict[str, torch.Tensor]) -> list[int] | None:
     return [int(state[k].shape[0]) for k in keys]
 
 
+def checkpoint_spatial_dims(state: dict[str, torch.Tensor]) -> int | None:
+    """2 or 3: the spatial dims of a FusionNet state dict, read off its first convolution (None if not a FusionNet)."""
+    weight = state.get("encoders.0.conv_in.conv.weight")
+    return int(weight.ndim) - 2 if weight is not None else None
+
+
 def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load ``path`` into ``network`` (strictly) and return the network.
 
@@ -50,11 +56,16 @@ def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
     except RuntimeError as e:
         trained = checkpoint_features(state)
         wanted = list(getattr(network, "features", [])) or None
+        dims, wanted_dims = checkpoint_spatial_dims(state), getattr(network, "spatial_dims", None)
         if trained and trained != wanted:
             fix = f"pass --features \"{trained}\" (the width it was trained with)"
             problem = f"was trained with features {trained}, but network_def has {wanted}"
+        elif dims and wanted_dims and dims != wanted_dims:
+            problem = f"holds a {dims}D network, but network_def is {wanted_dims}D"
+            fix = f"pass --spatial_dims {dims}" + (" (e.g. with configs/inference_3d.json)" if dims == 3 else "")
         else:
-            first = str(e).strip().splitlines()[0][:300]
+            lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+            first = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:300]
             fix, problem = "pass the network_def the checkpoint was trained with", f"does not fit network_def ({first})"
         raise BundleInputError(path, problem, fix) from None
     return network

@@ -133,7 +133,24 @@ def _read_pair(pair: dict[str, str], target: str) -> tuple[np.ndarray, np.ndarra
         )
     if target == "membrane":
         check_membrane_labels(label, pair["label"])
+        if label.size and (label == label.flat[0]).all():
+            kind = "membrane (0)" if label.flat[0] == 0 else "cell interior"
+            raise BundleInputError(
+                pair["label"],
+                f"every pixel has the same value {label.flat[0]} ({kind}), so there is nothing to learn or score",
+                "check the label file: 0 = membrane and one other value (e.g. 255) = cell interior, as in ISBI 2012",
+            )
     return image, label
+
+
+def _check_volume(pair: dict[str, str], image: np.ndarray) -> None:
+    """A 3D network needs stacks: a single 2D section would be trained on or scored as a one-section volume."""
+    if image.shape[0] < 2:
+        raise BundleInputError(
+            pair["image"],
+            f"is a single 2D section (shape {image.shape[1:]}), but the network is 3D (spatial_dims 3)",
+            "give 3D stacks, or train/evaluate a 2D network (--spatial_dims 2, without configs/train_3d.json)",
+        )
 
 
 def _sections(pairs: list[dict[str, str]], target: str) -> list[dict]:
@@ -206,10 +223,12 @@ def split_volumes(
         for subset in split:
             for pair in pairs[subset]:
                 image, label = _read_pair(pair, target)
+                _check_volume(pair, image)
                 split[subset].append(item(pair, image, label, 0, image.shape[0]))
         return split
     for pair in pairs["training"]:
         image, label = _read_pair(pair, target)
+        _check_volume(pair, image)
         z = image.shape[0]
         cut = z - math.ceil(float(val_fraction) * z)
         if cut < 1:

@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import re
+import sys
+
 
 class BundleInputError(ValueError):
     """Bad input (file, folder, shape, dtype, config value). The message names the culprit and the fix."""
@@ -14,15 +17,61 @@ class BundleInputError(ValueError):
         super().__init__(f"{what}: {problem}. Fix: {fix}")
 
 
-def find_input_error(exc: BaseException | None) -> BundleInputError | None:
-    """The first ``BundleInputError`` in ``exc``'s cause/context chain (MONAI wraps config errors), or None."""
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        if isinstance(exc, BundleInputError):
-            return exc
-        seen.add(id(exc))
+# the last line of a worker's traceback text: "scripts.errors.BundleInputError: <what>: <problem>. Fix: <fix>"
+_WORKER_LINE = re.compile(r"^(?:[\w.]+\.)?BundleInputError: (.+)$", re.MULTILINE)
+
+
+def _chain(exc: BaseException | None) -> list[BaseException]:
+    """``exc`` and its causes (or contexts), outermost first, each once."""
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not e for e in chain):
+        chain.append(exc)
         exc = exc.__cause__ or exc.__context__
+    return chain
+
+
+def _from_worker_text(exc: BaseException) -> BundleInputError | None:
+    """The error a DataLoader worker process raised: PyTorch re-raises it in the main process as a RuntimeError
+    whose message is the worker's traceback text, so only the text is left."""
+    lines = _WORKER_LINE.findall(str(exc))
+    head, sep, fix = lines[-1].rpartition(". Fix: ") if lines else ("", "", "")
+    if not sep:
+        return None
+    what, _, problem = head.partition(": ")
+    return BundleInputError(what, problem, fix)
+
+
+def find_input_error(exc: BaseException | None) -> BundleInputError | None:
+    """The first ``BundleInputError`` in ``exc``'s cause/context chain (MONAI wraps config errors), or None.
+
+    An error raised in a DataLoader worker process (``--num_workers`` > 0) reaches the main process only as
+    traceback text; it is rebuilt from that text.
+    """
+    chain = _chain(exc)
+    for e in chain:
+        if isinstance(e, BundleInputError):
+            return e
+    for e in chain:
+        error = _from_worker_text(e)
+        if error is not None:
+            return error
     return None
+
+
+def print_error(error: BundleInputError) -> None:
+    """Print ``error: <what>: <problem>. Fix: <fix>`` to stderr on a line of its own.
+
+    Progress bars still open when a run stops (Ignite's ``ProgressBar``) are closed first, so the line does not
+    start in the middle of one.
+    """
+    try:
+        from tqdm import tqdm
+
+        for bar in list(getattr(tqdm, "_instances", [])):
+            bar.close()
+    except Exception:  # a progress bar must never hide the error itself
+        pass
+    print(f"error: {error}", file=sys.stderr)
 
 
 _TRUE = ("true", "yes", "on", "1")

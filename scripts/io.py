@@ -9,6 +9,7 @@ so outputs keep the input's shape and axis order.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import tempfile
@@ -147,6 +148,9 @@ def read_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
     reader = _read_tiff if suffix in TIFF_SUFFIXES else _read_nifti if suffix in NIFTI_SUFFIXES else _read_itk
     try:
         array, spacing = reader(path)
+    except PermissionError as e:
+        fix = f"make it readable: chmod a+r {path}"
+        raise BundleInputError(path, "cannot be opened (permission denied)", fix) from e
     except Exception as e:  # the libraries raise many types for truncated or corrupt files
         raise BundleInputError(
             path, f"cannot be read as an image ({type(e).__name__}: {e})", "the file is corrupt or truncated; re-export it"
@@ -160,6 +164,11 @@ def check_values(array: np.ndarray, path: str) -> None:
         raise BundleInputError(path, f"has unsupported dtype {array.dtype}", "save it as uint8, uint16 or float32")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
         raise BundleInputError(path, "contains NaN or Inf values", "replace them (e.g. with the mean intensity) before segmenting")
+    if array.dtype.itemsize > 4 and np.issubdtype(array.dtype, np.floating) and array.size:
+        peak = float(np.abs(array).max())
+        if peak > float(np.finfo(np.float32).max):
+            problem = f"has values up to {peak:.3g}, beyond float32 (the network's input type)"
+            raise BundleInputError(path, problem, "rescale it, e.g. to 0..1 or uint16")
 
 
 def read_stack(path: str | os.PathLike) -> Stack:
@@ -182,9 +191,16 @@ def read_stack(path: str | os.PathLike) -> Stack:
     return Stack(array, "zyx", spacing, path)
 
 
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
-    """Yield a temporary name beside ``path``; rename it to ``path`` only if the block succeeds."""
+    """Yield a temporary name beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The temporary file is removed on any failure. A full disk, a quota, a read-only file system or a permission
+    error while writing becomes a ``BundleInputError`` that names ``path``.
+    """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -192,7 +208,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         raise BundleInputError(path.parent, f"output folder cannot be created ({e.strerror})", "choose a writable --output_dir") from e
     if not os.access(path.parent, os.W_OK):
         raise BundleInputError(path.parent, "output folder is not writable", "choose a writable --output_dir")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
+    except OSError as e:
+        problem = f"output folder is not writable ({e.strerror})"
+        raise BundleInputError(path.parent, problem, "choose a writable --output_dir") from e
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -200,9 +220,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
         yield tmp
         os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+            fix = f"free space in {path.parent} or choose another --output_dir"
+            raise BundleInputError(path, f"could not be written ({os.strerror(e.errno)})", fix) from e
         raise
 
 

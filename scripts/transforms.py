@@ -23,12 +23,28 @@ class LoadStackd(MapTransform):
 
     Also stores ``<key>_path``, ``<key>_layout`` (the file's axis order, see ``scripts.io.to_file_order``) and
     ``<key>_spacing`` (``(z, y, x)`` or an empty list) so writers can restore the input's shape and units.
+
+    Args:
+        keys: the image key.
+        spatial_dims: the network's spatial dims, if known; a 3D network (3) rejects a single 2D section, which it
+            would otherwise segment as a volume of copies of that section.
+        allow_missing_keys: don't raise for missing keys.
     """
+
+    def __init__(self, keys: KeysCollection, spatial_dims: int | None = None, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.spatial_dims = spatial_dims
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
             stack = read_stack(str(d[key]))
+            if self.spatial_dims == 3 and stack.array.shape[0] == 1:
+                raise BundleInputError(
+                    stack.path,
+                    f"is a single 2D section (shape {stack.array.shape[1:]}), but the network is 3D (spatial_dims 3)",
+                    "give a 3D stack, or segment it with a 2D model (configs/inference.json without the 3D override)",
+                )
             d[f"{key}_path"] = stack.path
             d[f"{key}_layout"] = stack.layout
             d[f"{key}_spacing"] = list(stack.spacing) if stack.spacing else []

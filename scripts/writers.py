@@ -16,6 +16,7 @@ from .instances import INSTANCE_MODES, SEED_METHODS, segment_cells
 from .io import image_stem, to_file_order, write_tiff
 from .morphology import cell_table, write_cell_table
 from .plots import save_morphology_histograms, save_overlay
+from .settings import integer, real
 
 
 class SaveEMResultsd(MapTransform):
@@ -67,9 +68,13 @@ class SaveEMResultsd(MapTransform):
             raise BundleInputError("seeds", f"unknown value {seeds!r}", f"use one of {', '.join(SEED_METHODS)}")
         self.instance_mode = instance_mode
         self.seeds = seeds
-        self.seed_distance = float(seed_distance)
-        self.seed_threshold = seed_threshold
-        self.min_seed_size = min_seed_size
+        self.seed_distance = real(seed_distance, "seed_distance", 2.0)
+        threshold = real(seed_threshold, "seed_threshold", 0.5, positive=False)
+        if not 0.0 < threshold < 1.0:
+            problem = f"must be between 0 and 1 (a membrane probability), got {seed_threshold!r}"
+            raise BundleInputError("seed_threshold", problem, "pass e.g. --seed_threshold 0.5")
+        self.seed_threshold = threshold
+        self.min_seed_size = integer(min_seed_size, "min_seed_size", 0, 16)
         self.plots = as_bool(plots, "plots")
         self.foreground = target == "foreground"
 
