@@ -26,6 +26,18 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+def roi_tuple(roi_size: Sequence[int] | int, spatial_dims: int) -> tuple[int, ...]:
+    """``roi_size`` as a tuple of ints; a single number means the same size on every axis."""
+    if isinstance(roi_size, (int, float)) and not isinstance(roi_size, bool):
+        return (int(roi_size),) * spatial_dims
+    try:
+        return tuple(int(r) for r in roi_size)
+    except (TypeError, ValueError):
+        raise BundleInputError(
+            "roi_size", f"must be a list of {spatial_dims} sizes, got {roi_size!r}", f"pass e.g. --roi_size {[256] * spatial_dims}"
+        ) from None
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 convolutions natively: a CUDA GPU with bf16 support, or a CPU with
     AVX-512-bf16/AMX. Elsewhere (e.g. AVX2-only CPUs) bf16 is emulated and many times slower than fp32."""
@@ -129,7 +141,7 @@ class MembraneInferer(Inferer):
     ) -> None:
         super().__init__()
         self.precision = check_precision(precision)
-        roi = tuple(int(r) for r in roi_size)
+        roi = roi_tuple(roi_size, spatial_dims)
         if len(roi) != spatial_dims or any(r <= 0 or r % DIVISOR for r in roi):
             raise BundleInputError(
                 "roi_size",

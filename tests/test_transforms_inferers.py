@@ -171,3 +171,8 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch: pytest.MonkeyPatc
     assert inferers.autocast_dtype("auto", torch.device("cpu")) == (torch.bfloat16 if native else None)
     assert inferers.autocast_dtype("bf16", torch.device("cpu")) == torch.bfloat16
     assert inferers.autocast_dtype("fp32", torch.device("cpu")) is None
+
+
+def test_a_single_roi_size_means_every_axis() -> None:
+    assert MembraneInferer(roi_size=64).roi_size == (64, 64)
+    assert MembraneInferer(roi_size=32, spatial_dims=3).roi_size == (32, 32, 32)
