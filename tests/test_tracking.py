@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from conftest import run_cli, tiny_train_overrides
 
-mlflow = pytest.importorskip("mlflow", reason="mlflow is not installed: pip install --no-deps -r requirements-mlflow.txt")
+mlflow = pytest.importorskip("mlflow", reason="no mlflow: pip install --no-deps -r requirements-mlflow.txt")
 
 
 def test_training_logs_loss_and_validation_metrics_to_mlflow(labelled_dir: Path, tmp_path: Path) -> None:
