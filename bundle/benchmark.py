@@ -145,6 +145,26 @@ def training_overhead(
     }
 
 
+def inference_plan(
+    widths: dict[str, Sequence[int]], variants: Sequence[str], native: bool, size: int, roi: int, overlap: float
+) -> list[tuple[str, Sequence[int], str, int, float, bool]]:
+    """Rows to measure: ``(width name, features, variant, roi, overlap, tta)``.
+
+    Every variant at the shipped width, fp32 and bf16 at the others, one whole-section window, and TTA in the fastest
+    precision. Where bf16 is only emulated (:func:`scripts.inferers.native_bf16`), a single shipped-width bf16 row
+    shows the penalty and everything else runs in fp32.
+    """
+    fast = "bf16" if native else "fp32"
+    shipped_variants = list(variants) if native else [v for v in variants if "bf16" not in v or v == "bf16"]
+    plan = [
+        (name, f, v, roi, overlap, False)
+        for name, f in widths.items()
+        for v in (shipped_variants if name == "shipped" else ("fp32", "bf16") if native else ("fp32",))
+    ]
+    shipped = widths["shipped"]
+    return plan + [("shipped", shipped, "fp32", size, 0.0, False), ("shipped", shipped, fast, roi, overlap, True)]
+
+
 def run_benchmark(
     sections: int = 2,
     size: int = 512,
@@ -167,15 +187,8 @@ def run_benchmark(
         "peak_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)},
         "inference": [],
     }
-    # where bf16 is only emulated, one shipped-width bf16 row shows the penalty; the rest runs in fp32
     fast = "bf16" if native else "fp32"
-    shipped_variants = variants if native else [v for v in variants if "bf16" not in v or v == "bf16"]
-    plan = [
-        (name, f, v, roi, overlap, False)
-        for name, f in widths.items()
-        for v in (shipped_variants if name == "shipped" else ("fp32", "bf16") if native else ("fp32",))
-    ]
-    plan += [("shipped", widths["shipped"], "fp32", size, 0.0, False), ("shipped", widths["shipped"], fast, roi, overlap, True)]
+    plan = inference_plan(widths, variants, native, size, roi, overlap)
     for name, features, variant, r, o, tta in plan:
         r = min(r, size)
         row = _in_fresh_process(_inference_run, tuple(features), variant, sections, size, r, o, tta)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bundle.benchmark import count_flops, fold_batch_norm, format_table, run_benchmark
+from bundle.benchmark import VARIANTS, count_flops, fold_batch_norm, format_table, inference_plan, run_benchmark
 from scripts.fusionnet import FusionNet
 
 
@@ -31,21 +31,32 @@ def test_flop_count_of_the_full_width_network() -> None:
     assert abs(flops * 64 - 829.26e9) / 829.26e9 < 0.01  # 512x512 is 64x the pixels of 64x64
 
 
-@pytest.mark.parametrize("native", [True, False])
-def test_tiny_benchmark_reports_every_figure(monkeypatch: pytest.MonkeyPatch, native: bool) -> None:
-    """Where bf16 is only emulated, TTA and the training step run in fp32 and bf16 gets a single row."""
+def test_tiny_benchmark_reports_every_figure(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a machine without native bf16 (as assumed here), TTA and the training step run in fp32."""
     import scripts.inferers
 
-    monkeypatch.setattr(scripts.inferers, "native_bf16", lambda device: native)
+    monkeypatch.setattr(scripts.inferers, "native_bf16", lambda device: False)
     report = run_benchmark(
         sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16"), train_patch=32, train_batch=2,
         train_steps=2, widths={"shipped": (4, 8, 8, 8, 8)},
     )  # fmt: skip
     assert report["peak_gflops"]["fp32"] > 0 and report["peak_gflops"]["bf16"] > 0
-    fast = "bf16" if native else "fp32"
-    assert {r["variant"] for r in report["inference"]} == {"fp32", "bf16", f"{fast} +tta"}
-    assert report["machine"]["native_bf16"] is native and report["training"]["precision"] == fast
+    assert {r["variant"] for r in report["inference"]} == {"fp32", "bf16", "fp32 +tta"}
+    assert report["machine"]["native_bf16"] is False and report["training"]["precision"] == "fp32"
     assert all(r["seconds_per_section"] > 0 and r["peak_rss_mb"] > 0 for r in report["inference"])
     assert report["ratios"]["sliding_window_flop_waste"] > 1.0
     assert set(report["training"]) == {"precision", "bare_seconds_per_step", "ignite_seconds_per_step", "overhead_pct"}
     assert "measured matmul peak" in format_table(report)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_plan_keeps_emulated_bf16_to_one_row(native: bool) -> None:
+    widths = {"shipped": (4, 8, 8, 8, 8), "full": (8, 8, 8, 8, 8)}
+    plan = inference_plan(widths, VARIANTS, native, 512, 256, 0.25)
+    bf16_rows = [(name, variant) for name, _, variant, _, _, _ in plan if "bf16" in variant]
+    if native:
+        assert ("full", "bf16") in bf16_rows and ("shipped", "bn_folded+channels_last+bf16") in bf16_rows
+    else:
+        assert bf16_rows == [("shipped", "bf16")]
+    assert plan[-1][2:] == ("bf16" if native else "fp32", 256, 0.25, True)  # TTA in the fastest precision
+    assert plan[-2][2:] == ("fp32", 512, 0.0, False)  # one whole-section window
