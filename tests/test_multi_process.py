@@ -50,15 +50,24 @@ def test_two_process_training_writes_the_model_and_resumes(labelled_dir: Path, t
     assert all(torch.equal(v, checkpoint["model"][k]) for k, v in model.state_dict().items())
 
 
-def test_two_process_inference_splits_the_files(tiny_checkpoint: Path, tmp_path: Path) -> None:
+def test_two_process_inference_splits_the_files(
+    tiny_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """multi_gpu_inference.json: 3 images over 2 processes, each segmented once, as one process segments them;
     rank 0 lists them in files.csv."""
     for i in range(3):
         write_tiff(tmp_path / "in" / f"s{i}.tif", make_em_stack((2, 64, 64), seed=i)[0])
     common = {"features": TINY, "roi_size": [64, 64], "ckpt_path": str(tiny_checkpoint), "plots": False}
     overrides = [f"--{k}={v}" for k, v in common.items()]
+    # bit-equality needs the same thread count in both runs (the order of floating-point sums depends on it)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
     _torchrun(INFER, "--dataset_dir", str(tmp_path / "in"), "--output_dir", str(tmp_path / "multi"), *overrides)
-    run_workflow("inference.json", dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "one"), **common)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        run_workflow("inference.json", dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "one"), **common)
+    finally:
+        torch.set_num_threads(threads)
 
     rows = list(csv.DictReader((tmp_path / "multi" / "files.csv").open()))
     assert [(Path(r["image"]).name, r["rank"]) for r in rows] == [("s0.tif", "0"), ("s1.tif", "1"), ("s2.tif", "0")]
