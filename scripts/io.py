@@ -25,7 +25,8 @@ from .errors import BundleInputError
 TIFF_SUFFIXES = (".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".png", ".jpg", ".jpeg", ".bmp", ".hdr", ".vtk")
-IMAGE_SUFFIXES = TIFF_SUFFIXES + NIFTI_SUFFIXES + ITK_SUFFIXES
+HDF5_SUFFIXES = (".h5", ".hdf5")
+IMAGE_SUFFIXES = TIFF_SUFFIXES + NIFTI_SUFFIXES + HDF5_SUFFIXES + ITK_SUFFIXES
 
 
 def image_suffix(path: str | os.PathLike) -> str:
@@ -133,6 +134,12 @@ def _read_itk(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]
     return array, spacing  # type: ignore[return-value]
 
 
+def _read_h5(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    from .hdf5 import read_h5
+
+    return read_h5(path)
+
+
 def read_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """Read an image file as its library returns it, with a clear error for missing or corrupt files."""
     path = str(path)
@@ -145,9 +152,12 @@ def read_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
         raise BundleInputError(
             path, "not a recognised image type", f"use one of {', '.join(IMAGE_SUFFIXES)} (TIFF stacks preferred)"
         )
-    reader = _read_tiff if suffix in TIFF_SUFFIXES else _read_nifti if suffix in NIFTI_SUFFIXES else _read_itk
+    readers = {**dict.fromkeys(TIFF_SUFFIXES, _read_tiff), **dict.fromkeys(NIFTI_SUFFIXES, _read_nifti)}
+    readers.update(dict.fromkeys(HDF5_SUFFIXES, _read_h5))
     try:
-        array, spacing = reader(path)
+        array, spacing = readers.get(suffix, _read_itk)(path)
+    except BundleInputError:
+        raise
     except PermissionError as e:
         fix = f"make it readable: chmod a+r {path}"
         raise BundleInputError(path, "cannot be opened (permission denied)", fix) from e

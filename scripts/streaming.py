@@ -27,12 +27,28 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import BundleInputError
+from .hdf5 import H5Sections, write_h5_sections
 from .inferers import MembraneInferer
 from .instances import segment_cells
-from .io import TIFF_SUFFIXES, atomic_path, check_values, image_stem, image_suffix, tiff_spacing
+from .io import HDF5_SUFFIXES, TIFF_SUFFIXES, atomic_path, check_values, image_stem, image_suffix, tiff_spacing
 from .morphology import COLUMNS_2D, cell_table
 
+OUTPUT_FORMATS = ("tif", "h5")
 BIGTIFF_BYTES = 2**32 - 2**25  # classic TIFF offsets are 32-bit; leave room for the page tables
+
+
+def open_sections(path: str | os.PathLike) -> TiffSections | H5Sections:
+    """A stack read section by section: :class:`TiffSections`, or ``H5Sections`` for ``.h5``/``.hdf5`` files."""
+    return H5Sections(path) if image_suffix(path) in HDF5_SUFFIXES else TiffSections(path)
+
+
+def write_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype) -> None:
+    """Write sections as they come to a TIFF, or to an HDF5 file (dataset named after the file's ``_prob``/``_seg``
+    suffix) when ``path`` ends in ``.h5``, atomically."""
+    if image_suffix(path) in HDF5_SUFFIXES:
+        write_h5_sections(path, sections, shape, dtype, name=image_stem(path).rsplit("_", 1)[-1])
+    else:
+        write_tiff_sections(path, sections, shape, dtype)
 
 
 class TiffSections:
@@ -51,8 +67,8 @@ class TiffSections:
         if image_suffix(self.path) not in TIFF_SUFFIXES:
             raise BundleInputError(
                 self.path,
-                "streaming reads TIFF stacks only",
-                "convert it to a multi-page TIFF, or use configs/inference.json",
+                "streaming reads TIFF and HDF5 stacks only",
+                "convert it to a multi-page TIFF or HDF5, or use configs/inference.json",
             )
         if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
             raise BundleInputError(self.path, "file not found or empty", "check the path or re-copy the stack")
@@ -265,6 +281,8 @@ class StreamingSegmenter:
         instance_mode: "2d" or "none" ("3d" needs the whole volume).
         seed_threshold, min_seed_size, seeds, seed_distance: watershed seeds, see ``scripts.instances.segment_cells``.
         target: "foreground" maps are segmented as objects (see ``scripts.writers.SaveEMResultsd``).
+        output_format: "tif" (``X_prob.tif``, ``X_seg.tif``) or "h5" (``X_prob.h5`` with dataset ``prob``,
+            ``X_seg.h5`` with dataset ``seg``, one section per chunk).
     """
 
     def __init__(
@@ -279,19 +297,22 @@ class StreamingSegmenter:
         seeds: str = "components",
         seed_distance: float = 2.0,
         target: str = "membrane",
+        output_format: str = "tif",
     ) -> None:
+        if output_format not in OUTPUT_FORMATS:
+            raise BundleInputError("output_format", f"unknown value {output_format!r}", "use tif or h5")
         if instance_mode not in ("2d", "none"):
             raise BundleInputError(
                 "instance_mode", f"{instance_mode!r} needs the whole volume in memory", "use 2d or none when streaming"
             )
         self.network, self.inferer, self.device = network.eval(), inferer, torch.device(device)
-        self.output_dir, self.instance_mode = str(output_dir), instance_mode
+        self.output_dir, self.instance_mode, self.suffix = str(output_dir), instance_mode, f".{output_format}"
         self.segment_options = dict(
             seed_threshold=seed_threshold, min_seed_size=min_seed_size, foreground=target == "foreground",
             seeds=seeds, seed_distance=seed_distance,
         )  # fmt: skip
 
-    def probabilities(self, stack: TiffSections) -> Iterator[np.ndarray]:
+    def probabilities(self, stack: TiffSections | H5Sections) -> Iterator[np.ndarray]:
         """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1]."""
         from .transforms import normalize_sections
 
@@ -304,7 +325,7 @@ class StreamingSegmenter:
                 prob = self.inferer(x, self.network)[0, 0].float().cpu().numpy()
                 yield np.clip(prob, 0.0, 1.0)
 
-    def volume_probabilities(self, stack: TiffSections) -> Iterator[np.ndarray]:
+    def volume_probabilities(self, stack: TiffSections | H5Sections) -> Iterator[np.ndarray]:
         """Membrane probability of each section from a 3D network, ``(Y, X)`` float32 in [0, 1]: the whole-volume
         sliding window of ``MembraneInferer`` (window shrink, padding, batches, TTA, precision), slab by slab."""
         from .transforms import normalize_sections
@@ -327,7 +348,7 @@ class StreamingSegmenter:
             for plane in tqdm(planes, total=len(stack), desc=os.path.basename(stack.path), unit="section"):
                 yield np.clip(plane[0].float().cpu().numpy(), 0.0, 1.0)
 
-    def cells(self, probabilities: TiffSections, rows: csv.DictWriter) -> Iterator[np.ndarray]:
+    def cells(self, probabilities: TiffSections | H5Sections, rows: csv.DictWriter) -> Iterator[np.ndarray]:
         """Cell labels of each probability section (ids unique across the stack); table rows go to ``rows``."""
         offset = 0
         for z, prob in enumerate(probabilities):
@@ -339,19 +360,20 @@ class StreamingSegmenter:
             yield cells
 
     def segment(self, path: str) -> str:
-        """Write the results of one stack; returns the path of its ``_prob.tif``."""
-        stack = TiffSections(path)
+        """Write the results of one stack; returns the path of its ``_prob`` file."""
+        stack = open_sections(path)
         stem = os.path.join(self.output_dir, image_stem(path))
-        write_tiff_sections(f"{stem}_prob.tif", self.probabilities(stack), stack.shape, np.float32)
+        prob_path, seg_path = f"{stem}_prob{self.suffix}", f"{stem}_seg{self.suffix}"
+        write_sections(prob_path, self.probabilities(stack), stack.shape, np.float32)
         if self.instance_mode == "2d":
-            probabilities = TiffSections(f"{stem}_prob.tif")
+            probabilities = open_sections(prob_path)
             probabilities.spacing = stack.spacing
             with atomic_path(f"{stem}_cells.csv") as table, open(table, "w", newline="") as f:
                 rows = csv.DictWriter(f, fieldnames=COLUMNS_2D)
                 rows.writeheader()
-                write_tiff_sections(f"{stem}_seg.tif", self.cells(probabilities, rows), stack.shape, np.uint32)
-        return f"{stem}_prob.tif"
+                write_sections(seg_path, self.cells(probabilities, rows), stack.shape, np.uint32)
+        return prob_path
 
     def run(self, paths: Sequence[str]) -> list[str]:
-        """Segment every stack in ``paths``; returns their ``_prob.tif`` paths."""
+        """Segment every stack in ``paths``; returns their ``_prob`` file paths."""
         return [self.segment(str(p)) for p in paths]

@@ -15,8 +15,14 @@ from sample_crop import write_sample_crop
 from scripts.errors import BundleInputError, find_input_error
 from scripts.fusionnet import FusionNet
 from scripts.inferers import MembraneInferer
-from scripts.io import write_tiff
-from scripts.streaming import StreamingSegmenter, TiffSections, sliding_window_planes, write_tiff_sections
+from scripts.io import read_stack, write_tiff
+from scripts.streaming import (
+    StreamingSegmenter,
+    TiffSections,
+    open_sections,
+    sliding_window_planes,
+    write_tiff_sections,
+)
 from scripts.synthetic import make_em_stack
 
 OPTIONS = {"roi_size": [128, 128], "plots": False}
@@ -179,3 +185,57 @@ def test_3d_streaming_holds_about_one_window_depth(tmp_path: Path) -> None:
     tifffile.imwrite(tmp_path / "one.tif", np.zeros((32, 32), np.uint8))
     with pytest.raises(BundleInputError, match="single 2D section"):
         streamer.segment(str(tmp_path / "one.tif"))
+
+
+def _h5_copy(tiff: Path, target: Path, **extra: np.ndarray) -> Path:
+    """``tiff``'s stack as dataset ``volume`` of ``target`` (plus ``extra`` datasets)."""
+    import h5py
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with h5py.File(target, "w") as f:
+        f.create_dataset("volume", data=tifffile.imread(tiff), chunks=True)
+        for name, data in extra.items():
+            f.create_dataset(name, data=data)
+    return target
+
+
+def test_hdf5_in_and_out_equals_tiff_whole_volume(tmp_path: Path) -> None:
+    """An HDF5 volume streams in and out (X_prob.h5:/prob, X_seg.h5:/seg) with the whole-volume TIFF results."""
+    import h5py
+
+    data = write_sample_crop(tmp_path / "data", sections=3, height=160, width=176)
+    labels = np.zeros((3, 160, 176), np.uint32)  # a second 3D dataset: the one named "volume" is the image
+    _h5_copy(data / "em-crop.tif", tmp_path / "h5" / "em-crop.h5", labels=labels)
+    run_workflow("inference.json", dataset_dir=str(data), output_dir=str(tmp_path / "whole"), **OPTIONS)
+    run_workflow(
+        ["inference.json", "inference_stream.json"], dataset_dir=str(tmp_path / "h5"),
+        output_dir=str(tmp_path / "stream"), output_format="h5", **OPTIONS,
+    )  # fmt: skip
+    for kind in ("prob", "seg"):
+        with h5py.File(tmp_path / "stream" / f"em-crop_{kind}.h5", "r") as f:
+            streamed = f[kind][()]
+            assert f[kind].chunks == (1, 160, 176)
+        np.testing.assert_array_equal(streamed, tifffile.imread(tmp_path / "whole" / f"em-crop_{kind}.tif"))
+    tables = [(tmp_path / d / "em-crop_cells.csv").read_text() for d in ("stream", "whole")]
+    assert tables[0] == tables[1]
+
+
+def test_hdf5_input_to_whole_volume_inference(tmp_path: Path) -> None:
+    data = write_sample_crop(tmp_path / "data")
+    _h5_copy(data / "em-crop.tif", tmp_path / "h5" / "em-crop.h5")
+    run_workflow("inference.json", dataset_dir=str(data), output_dir=str(tmp_path / "tif_out"), **OPTIONS)
+    run_workflow("inference.json", dataset_dir=str(tmp_path / "h5"), output_dir=str(tmp_path / "h5_out"), **OPTIONS)
+    from_h5, from_tif = (tifffile.imread(tmp_path / d / "em-crop_prob.tif") for d in ("h5_out", "tif_out"))
+    np.testing.assert_array_equal(from_h5, from_tif)
+
+
+def test_hdf5_with_several_image_datasets_names_them(tmp_path: Path) -> None:
+    import h5py
+
+    with h5py.File(tmp_path / "two.h5", "w") as f:
+        f.create_dataset("a", data=np.zeros((2, 8, 8), np.uint8))
+        f.create_dataset("b", data=np.zeros((2, 8, 8), np.uint8))
+    for read in (open_sections, read_stack):
+        with pytest.raises(BundleInputError, match="several 2D/3D image datasets") as info:
+            read(tmp_path / "two.h5")
+        assert "(a, b)" in info.value.problem and "volume" in info.value.fix
