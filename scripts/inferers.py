@@ -38,6 +38,17 @@ def roi_tuple(roi_size: Sequence[int] | int, spatial_dims: int) -> tuple[int, ..
         ) from None
 
 
+def prepare_network(network: nn.Module, device: torch.device | str, channels_last: bool = True) -> nn.Module:
+    """``network`` on ``device`` in eval-ready form; with ``channels_last`` its weights use the channels-last memory
+    format (``channels_last_3d`` for 3D networks), which oneDNN convolutions run about 1.5x faster on CPU
+    (``python -m bundle benchmark``) with the same results up to float rounding."""
+    network = network.to(device)
+    if not as_bool(channels_last, "channels_last"):
+        return network
+    dims = next((p.ndim for p in network.parameters() if p.ndim in (4, 5)), 4)
+    return network.to(memory_format=torch.channels_last if dims == 4 else torch.channels_last_3d)
+
+
 def native_bf16(device: torch.device) -> bool:
     """Whether ``device`` computes bf16 convolutions natively: a CUDA GPU with bf16 support, or a CPU with
     AVX-512-bf16/AMX. Elsewhere (e.g. AVX2-only CPUs) bf16 is emulated and many times slower than fp32."""

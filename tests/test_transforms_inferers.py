@@ -7,7 +7,14 @@ import torch
 
 from scripts.errors import BundleInputError
 from scripts.fusionnet import FusionNet
-from scripts.inferers import AutocastInferer, MembraneInferer, dihedral, membrane_probability, undo_dihedral
+from scripts.inferers import (
+    AutocastInferer,
+    MembraneInferer,
+    dihedral,
+    membrane_probability,
+    prepare_network,
+    undo_dihedral,
+)
 from scripts.transforms import (
     CheckSpatialSized,
     MakeTargetd,
@@ -176,3 +183,17 @@ def test_auto_precision_is_bf16_only_where_native(monkeypatch: pytest.MonkeyPatc
 def test_a_single_roi_size_means_every_axis() -> None:
     assert MembraneInferer(roi_size=64).roi_size == (64, 64)
     assert MembraneInferer(roi_size=32, spatial_dims=3).roi_size == (32, 32, 32)
+
+
+@pytest.mark.parametrize("spatial_dims", [2, 3])
+def test_channels_last_network_gives_the_same_probability(spatial_dims: int) -> None:
+    torch.manual_seed(0)
+    network = FusionNet(spatial_dims=spatial_dims, features=(4, 8, 8, 8, 8)).eval()
+    x = torch.rand(1, 1, *([32] * spatial_dims))
+    with torch.no_grad():
+        expected = network(x)
+        fast = prepare_network(network, "cpu", channels_last=True)
+        layout = torch.channels_last if spatial_dims == 2 else torch.channels_last_3d
+        weight = next(p for p in fast.parameters() if p.ndim == spatial_dims + 2)
+        assert weight.is_contiguous(memory_format=layout)
+        torch.testing.assert_close(fast(x), expected, atol=1e-5, rtol=1e-5)
