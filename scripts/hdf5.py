@@ -14,7 +14,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 
 from .errors import BundleInputError
-from .io import atomic_path, check_values
+from .io import OpenFileReader, atomic_path, check_values
 
 PREFERRED_NAMES = ("volume", "raw", "data", "image")
 
@@ -58,7 +58,7 @@ def dataset_spacing(dataset) -> tuple[float, float, float] | None:
     return None
 
 
-class H5Sections:
+class H5Sections(OpenFileReader):
     """An HDF5 image dataset read a section (or a range of sections) at a time; the same interface as
     ``scripts.streaming.TiffSections``.
 
@@ -83,20 +83,19 @@ class H5Sections:
             raise BundleInputError(
                 self.path, f"cannot be read as HDF5 ({type(e).__name__}: {e})", "re-export it"
             ) from e
-        self._file = None
 
     def __len__(self) -> int:
         return self.shape[0] if len(self.shape) == 3 else 1
 
     def read(self, start: int, stop: int) -> np.ndarray:
-        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``; the file stays open until :meth:`close`."""
+        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``; the file stays open until ``close()``."""
         import h5py
 
         if not 0 <= start < stop <= len(self):
             raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
-        if self._file is None:
-            self._file = h5py.File(self.path, "r")
-        dataset = self._file[self.name]
+        if self._handle is None:
+            self._handle = h5py.File(self.path, "r")
+        dataset = self._handle[self.name]
         sections = dataset[start:stop] if len(self.shape) == 3 else dataset[()][None]
         check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
         return sections
@@ -106,17 +105,6 @@ class H5Sections:
             for z in range(len(self)):
                 yield self.read(z, z + 1)[0]
 
-    def close(self) -> None:
-        """Close the file :meth:`read` keeps open."""
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> H5Sections:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def write_h5_sections(

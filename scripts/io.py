@@ -59,6 +59,25 @@ class Stack:
     path: str
 
 
+class OpenFileReader:
+    """Base of the section readers: ``_handle`` is the file a reader keeps open between reads; :meth:`close` or a
+    ``with`` block closes it (a later read opens it again)."""
+
+    _handle = None
+
+    def close(self) -> None:
+        """Close the file kept open for reading."""
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
 def to_file_order(array: np.ndarray, layout: str) -> np.ndarray:
     """Turn a working-order ``(Z, Y, X)`` array back into the file's shape and axis order ``layout``."""
     if layout == "zyx":

@@ -30,7 +30,16 @@ from .errors import BundleInputError
 from .hdf5 import H5Sections, write_h5_sections
 from .inferers import MembraneInferer
 from .instances import segment_cells
-from .io import HDF5_SUFFIXES, TIFF_SUFFIXES, atomic_path, check_values, image_stem, image_suffix, tiff_spacing
+from .io import (
+    HDF5_SUFFIXES,
+    TIFF_SUFFIXES,
+    OpenFileReader,
+    atomic_path,
+    check_values,
+    image_stem,
+    image_suffix,
+    tiff_spacing,
+)
 from .morphology import COLUMNS_2D, cell_table
 
 OUTPUT_FORMATS = ("tif", "h5")
@@ -51,7 +60,7 @@ def write_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[in
         write_tiff_sections(path, sections, shape, dtype)
 
 
-class TiffSections:
+class TiffSections(OpenFileReader):
     """A (multi-page) TIFF stack read one ``(Y, X)`` section at a time.
 
     Attributes:
@@ -88,7 +97,6 @@ class TiffSections:
                 "save it as (Z, Y, X)",
             )
 
-        self._tif = None
 
     def __len__(self) -> int:
         return self.shape[0] if len(self.shape) == 3 else 1
@@ -120,9 +128,9 @@ class TiffSections:
         if not 0 <= start < stop <= len(self):
             raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
         try:
-            if self._tif is None:
-                self._tif = tifffile.TiffFile(self.path)
-            sections = self._tif.asarray(key=range(start, stop))
+            if self._handle is None:
+                self._handle = tifffile.TiffFile(self.path)
+            sections = self._handle.asarray(key=range(start, stop))
         except Exception as e:
             raise BundleInputError(
                 self.path,
@@ -133,17 +141,6 @@ class TiffSections:
         check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
         return sections
 
-    def close(self) -> None:
-        """Close the file :meth:`read` keeps open (a later read opens it again)."""
-        if self._tif is not None:
-            self._tif.close()
-            self._tif = None
-
-    def __enter__(self) -> TiffSections:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
 
 
 def write_tiff_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype) -> None:
