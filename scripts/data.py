@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleInputError
-from .io import image_stem, image_suffix, read_stack
+from .io import image_stem, image_suffix, read_stack, require_volume
 
 VOLUME_TAG = "-volume"
 LABELS_TAG = "-labels"
@@ -145,12 +145,8 @@ def _read_pair(pair: dict[str, str], target: str) -> tuple[np.ndarray, np.ndarra
 
 def _check_volume(pair: dict[str, str], image: np.ndarray) -> None:
     """A 3D network needs stacks: a single 2D section would be trained on or scored as a one-section volume."""
-    if image.shape[0] < 2:
-        raise BundleInputError(
-            pair["image"],
-            f"is a single 2D section (shape {image.shape[1:]}), but the network is 3D (spatial_dims 3)",
-            "give 3D stacks, or train/evaluate a 2D network (--spatial_dims 2, without configs/train_3d.json)",
-        )
+    fix = "give 3D stacks, or train/evaluate a 2D network (--spatial_dims 2, without configs/train_3d.json)"
+    require_volume(pair["image"], image.shape, fix)
 
 
 def _sections(pairs: list[dict[str, str]], target: str) -> list[dict]:

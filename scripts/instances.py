@@ -8,6 +8,9 @@ from scipy import ndimage
 from skimage.morphology import h_maxima, remove_small_objects
 from skimage.segmentation import watershed
 
+from .errors import BundleInputError
+from .settings import integer, real
+
 INSTANCE_MODES = ("2d", "3d", "none")
 SEED_METHODS = ("components", "distance")
 
@@ -41,6 +44,31 @@ def _watershed(
     markers = _seeds(interior, seeds, seed_distance)
     mask = interior if foreground else None
     return watershed(boundary, markers, connectivity=1, watershed_line=True, mask=mask).astype(np.uint32)
+
+
+def seed_options(
+    seed_threshold: object = 0.5,
+    min_seed_size: object = 16,
+    seeds: str = "components",
+    seed_distance: object = 2.0,
+    foreground: bool = False,
+) -> dict:
+    """The watershed settings of :func:`segment_cells` (all its arguments but ``prob`` and ``mode``), checked, for
+    the writers to pass on: a bad value stops before anything is computed, with the key and a value to pass."""
+    if seeds not in SEED_METHODS:
+        raise BundleInputError("seeds", f"unknown value {seeds!r}", f"use one of {', '.join(SEED_METHODS)}")
+    distance = real(seed_distance, "seed_distance", 2.0)
+    threshold = real(seed_threshold, "seed_threshold", 0.5, positive=False)
+    if not 0.0 < threshold < 1.0:
+        problem = f"must be between 0 and 1 (a membrane probability), got {seed_threshold!r}"
+        raise BundleInputError("seed_threshold", problem, "pass e.g. --seed_threshold 0.5")
+    return dict(
+        seed_threshold=threshold,
+        min_seed_size=integer(min_seed_size, "min_seed_size", 0, 16),
+        foreground=bool(foreground),
+        seeds=seeds,
+        seed_distance=distance,
+    )
 
 
 def segment_cells(

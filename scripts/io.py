@@ -187,6 +187,17 @@ def read_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
     return array, spacing
 
 
+SEGMENT_IN_2D = "give a 3D stack, or segment it with a 2D model (configs/inference.json without the 3D override)"
+
+
+def require_volume(path: str, shape: tuple[int, ...], fix: str = SEGMENT_IN_2D) -> None:
+    """A 3D network needs a stack: reject a single 2D section (``shape`` ``(Y, X)`` or ``(1, Y, X)``), which it would
+    otherwise train on, score or segment as a volume of copies of that section."""
+    if len(shape) < 3 or shape[0] < 2:
+        problem = f"is a single 2D section (shape {tuple(shape[-2:])}), but the network is 3D (spatial_dims 3)"
+        raise BundleInputError(path, problem, fix)
+
+
 def check_values(array: np.ndarray, path: str) -> None:
     """Reject dtypes that are not numbers and floating images with NaN or Inf, naming ``path``."""
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == bool):
@@ -223,6 +234,16 @@ def read_stack(path: str | os.PathLike) -> Stack:
 _DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
 
 
+def make_output_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) if missing; a ``BundleInputError`` naming it if that fails."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BundleInputError(folder, f"output folder cannot be created ({e.strerror})", "choose a writable --output_dir") from e
+    return folder
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary name beside ``path``; rename it to ``path`` only if the block succeeds.
@@ -231,10 +252,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     error while writing becomes a ``BundleInputError`` that names ``path``.
     """
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BundleInputError(path.parent, f"output folder cannot be created ({e.strerror})", "choose a writable --output_dir") from e
+    make_output_folder(path.parent)
     if not os.access(path.parent, os.W_OK):
         raise BundleInputError(path.parent, "output folder is not writable", "choose a writable --output_dir")
     try:

@@ -29,7 +29,7 @@ from tqdm import tqdm
 from .errors import BundleInputError
 from .hdf5 import H5Sections, write_h5_sections
 from .inferers import MembraneInferer
-from .instances import segment_cells
+from .instances import seed_options, segment_cells
 from .io import (
     HDF5_SUFFIXES,
     TIFF_SUFFIXES,
@@ -38,6 +38,7 @@ from .io import (
     check_values,
     image_stem,
     image_suffix,
+    require_volume,
     tiff_spacing,
 )
 from .morphology import COLUMNS_2D, cell_table
@@ -304,10 +305,7 @@ class StreamingSegmenter:
             )
         self.network, self.inferer, self.device = network.eval(), inferer, torch.device(device)
         self.output_dir, self.instance_mode, self.suffix = str(output_dir), instance_mode, f".{output_format}"
-        self.segment_options = dict(
-            seed_threshold=seed_threshold, min_seed_size=min_seed_size, foreground=target == "foreground",
-            seeds=seeds, seed_distance=seed_distance,
-        )  # fmt: skip
+        self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
 
     def probabilities(self, stack: TiffSections | H5Sections) -> Iterator[np.ndarray]:
         """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1]."""
@@ -327,12 +325,7 @@ class StreamingSegmenter:
         sliding window of ``MembraneInferer`` (window shrink, padding, batches, TTA, precision), slab by slab."""
         from .transforms import normalize_sections
 
-        if len(stack.shape) != 3 or len(stack) < 2:
-            raise BundleInputError(
-                stack.path,
-                f"is a single 2D section (shape {stack.shape[-2:]}), but the network is 3D (spatial_dims 3)",
-                "give a 3D stack, or segment it with a 2D model (configs/inference.json without the 3D override)",
-            )
+        require_volume(stack.path, stack.shape)
 
         def read(start: int, stop: int) -> torch.Tensor:
             sections = stack.read(start, stop).astype(np.float32, copy=False)

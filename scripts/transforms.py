@@ -15,7 +15,7 @@ from monai.transforms import MapTransform
 
 from .data import check_membrane_labels
 from .errors import BundleInputError
-from .io import read_stack
+from .io import read_stack, require_volume
 
 
 class LoadStackd(MapTransform):
@@ -39,12 +39,8 @@ class LoadStackd(MapTransform):
         d = dict(data)
         for key in self.key_iterator(d):
             stack = read_stack(str(d[key]))
-            if self.spatial_dims == 3 and stack.array.shape[0] == 1:
-                raise BundleInputError(
-                    stack.path,
-                    f"is a single 2D section (shape {stack.array.shape[1:]}), but the network is 3D (spatial_dims 3)",
-                    "give a 3D stack, or segment it with a 2D model (configs/inference.json without the 3D override)",
-                )
+            if self.spatial_dims == 3:
+                require_volume(stack.path, stack.array.shape)
             d[f"{key}_path"] = stack.path
             d[f"{key}_layout"] = stack.layout
             d[f"{key}_spacing"] = list(stack.spacing) if stack.spacing else []

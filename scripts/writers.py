@@ -12,11 +12,10 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from .errors import BundleInputError, as_bool
-from .instances import INSTANCE_MODES, SEED_METHODS, segment_cells
+from .instances import INSTANCE_MODES, seed_options, segment_cells
 from .io import image_stem, to_file_order, write_tiff
 from .morphology import cell_table, write_cell_table
 from .plots import save_morphology_histograms, save_overlay
-from .settings import integer, real
 
 
 class SaveEMResultsd(MapTransform):
@@ -64,19 +63,9 @@ class SaveEMResultsd(MapTransform):
                 "instance_mode", f"unknown value {instance_mode!r}", f"use one of {', '.join(INSTANCE_MODES)}"
             )
         self.output_dir = str(output_dir)
-        if seeds not in SEED_METHODS:
-            raise BundleInputError("seeds", f"unknown value {seeds!r}", f"use one of {', '.join(SEED_METHODS)}")
         self.instance_mode = instance_mode
-        self.seeds = seeds
-        self.seed_distance = real(seed_distance, "seed_distance", 2.0)
-        threshold = real(seed_threshold, "seed_threshold", 0.5, positive=False)
-        if not 0.0 < threshold < 1.0:
-            problem = f"must be between 0 and 1 (a membrane probability), got {seed_threshold!r}"
-            raise BundleInputError("seed_threshold", problem, "pass e.g. --seed_threshold 0.5")
-        self.seed_threshold = threshold
-        self.min_seed_size = integer(min_seed_size, "min_seed_size", 0, 16)
+        self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
         self.plots = as_bool(plots, "plots")
-        self.foreground = target == "foreground"
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -88,15 +77,7 @@ class SaveEMResultsd(MapTransform):
             stem = os.path.join(self.output_dir, image_stem(str(d["image_path"])))
             write_tiff(f"{stem}_prob.tif", to_file_order(prob, layout))
             if self.instance_mode != "none":
-                cells = segment_cells(
-                    prob,
-                    self.instance_mode,
-                    self.seed_threshold,
-                    self.min_seed_size,
-                    self.foreground,
-                    self.seeds,
-                    self.seed_distance,
-                )
+                cells = segment_cells(prob, self.instance_mode, **self.segment_options)
                 write_tiff(f"{stem}_seg.tif", to_file_order(cells, layout))
                 spacing = d.get("image_spacing") or None
                 rows = cell_table(cells, self.instance_mode, spacing)
