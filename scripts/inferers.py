@@ -10,8 +10,8 @@ from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 from torch import nn
 
 from .errors import BundleInputError, as_bool
+from .settings import DIVISOR
 
-DIVISOR = 16
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}
 
 

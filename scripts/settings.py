@@ -12,11 +12,11 @@ from __future__ import annotations
 import math
 import os
 import tempfile
-from pathlib import Path
 
 import numpy as np
 
 from .errors import BundleInputError
+from .io import make_output_folder
 
 DIVISOR = 16  # FusionNet's four poolings: every window and patch side is a multiple of 16
 
@@ -65,13 +65,7 @@ def spatial_size(value: object, name: str, spatial_dims: int, example: int = 256
 
 def check_output_dir(output_dir: str | os.PathLike) -> str:
     """Create ``output_dir`` if needed and check that a file can be written in it; return it as a string."""
-    folder = Path(output_dir)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BundleInputError(
-            folder, f"output folder cannot be created ({e.strerror})", "choose a writable --output_dir"
-        ) from e
+    folder = make_output_folder(output_dir)
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
