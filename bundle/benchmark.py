@@ -100,7 +100,8 @@ def _inference_run(
     }
 
 
-def _in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
+def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
+    """``fn(*args)`` in a new (spawned) Python process, so that its peak resident memory is its own."""
     with mp.get_context("spawn").Pool(1) as pool:
         return pool.apply(fn, args)
 
@@ -203,7 +204,7 @@ def run_benchmark(
     plan = inference_plan(widths, variants, native, size, roi, overlap)
     for name, features, variant, r, o, tta in plan:
         r = min(r, size)
-        row = _in_fresh_process(_inference_run, tuple(features), variant, sections, size, r, o, tta)
+        row = in_fresh_process(_inference_run, tuple(features), variant, sections, size, r, o, tta)
         peak = report["peak_gflops"]["bf16" if "bf16" in variant else "fp32"]
         gflops = row["gflop_per_section"] / row["seconds_per_section"]
         row.update(

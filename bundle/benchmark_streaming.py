@@ -7,12 +7,13 @@ inference_stream.json) on a generated stack, so its peak resident memory (RSS) i
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import resource
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from bundle.benchmark import in_fresh_process
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,11 +37,6 @@ def _inference_rss(configs: list[str], overrides: dict[str, Any]) -> dict[str, f
         "seconds": time.perf_counter() - start,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-
-
-def _in_fresh_process(configs: list[str], overrides: dict[str, Any]) -> dict[str, float]:
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_inference_rss, (configs, overrides))
 
 
 def run_streaming_benchmark(
@@ -89,7 +85,7 @@ def run_streaming_benchmark(
         }  # fmt: skip
         for label, (run_configs, data) in runs.items():
             overrides = {**common, "dataset_dir": str(folder / data), "output_dir": str(folder / f"out_{label}")}
-            report["runs"][label] = _in_fresh_process(run_configs, overrides)
+            report["runs"][label] = in_fresh_process(_inference_rss, run_configs, overrides)
     rss = {k: v["peak_rss_mb"] for k, v in report["runs"].items()}
     one, whole, streamed = rss[short_label], rss[f"whole_{sections}_sections"], rss[f"streamed_{sections}_sections"]
     report["volume_mb_float32"] = sections * size * size * 4 / 2**20
