@@ -85,6 +85,16 @@ def test_streaming_rejects_what_needs_the_whole_volume(tmp_path: Path) -> None:
         TiffSections(tmp_path / "a.nii.gz")
 
 
+@pytest.mark.parametrize("key,value", [("seeds", "random"), ("seed_threshold", 1.5), ("min_seed_size", -3)])
+def test_streaming_rejects_bad_seed_settings_before_it_infers(tmp_path: Path, key: str, value: object) -> None:
+    data = write_sample_crop(tmp_path / "data")
+    configs = ["inference.json", "inference_stream.json"]
+    with pytest.raises(Exception) as info:
+        run_workflow(configs, dataset_dir=str(data), output_dir=str(tmp_path / "out"), **{key: value}, **OPTIONS)
+    assert find_input_error(info.value).what == key
+    assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+
+
 def test_streaming_benchmark_reports_peak_memory_of_each_run() -> None:
     from bundle.benchmark_streaming import format_streaming, run_streaming_benchmark
 
