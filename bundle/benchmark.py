@@ -15,11 +15,14 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
-from torch import nn
 
 SHIPPED = (16, 32, 64, 128, 256)
 FULL = (64, 128, 256, 512, 1024)
-VARIANTS = ("fp32", "bf16", "channels_last", "channels_last+bf16", "bn_folded", "bn_folded+channels_last+bf16", "compile")
+VARIANTS = (
+    "fp32", "bf16", "channels_last", "channels_last+bf16", "bn_folded", "bn_folded+channels_last", "bn_folded+channels_last+bf16",
+    "compile",
+)  # fmt: skip
+DEFAULT_VARIANT = "bn_folded+channels_last"  # what inference.json does: fold_batch_norm and channels_last
 
 
 def matmul_peak(dtype: torch.dtype, max_n: int = 2048, seconds: float = 1.5) -> float:
@@ -43,19 +46,6 @@ def matmul_peak(dtype: torch.dtype, max_n: int = 2048, seconds: float = 1.5) -> 
     return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def fold_batch_norm(network: nn.Module) -> nn.Module:
-    """Fold every eval-mode batch norm into the convolution before it (inference only; the network is changed)."""
-    from monai.networks.blocks import Convolution
-    from torch.nn.utils.fusion import fuse_conv_bn_eval
-
-    network.eval()
-    for module in network.modules():
-        if isinstance(module, Convolution) and hasattr(module, "adn") and hasattr(module.adn, "N"):
-            module.conv = fuse_conv_bn_eval(module.conv, module.adn.N, transpose=module.is_transposed)
-            module.adn.N = nn.Identity()
-    return network
-
-
 def count_flops(fn: Callable[[], Any]) -> int:
     """FLOPs of everything ``fn`` runs, counted by ``torch.utils.flop_counter.FlopCounterMode``."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -70,15 +60,12 @@ def _inference_run(
 ) -> dict[str, float]:
     """One variant in this process: seconds per section, GFLOP counted, peak RSS."""
     from scripts.fusionnet import FusionNet
-    from scripts.inferers import MembraneInferer
+    from scripts.inferers import MembraneInferer, prepare_network
 
     torch.manual_seed(0)
     network = FusionNet(features=features).eval()
     x = torch.rand(1, 1, sections, size, size)
-    if "bn_folded" in variant:
-        network = fold_batch_norm(network)
-    if "channels_last" in variant:
-        network = network.to(memory_format=torch.channels_last)
+    network = prepare_network(network, "cpu", channels_last="channels_last" in variant, fold_bn="bn_folded" in variant)
     if variant == "compile":
         network = torch.compile(network)
     inferer = MembraneInferer(
@@ -107,15 +94,16 @@ def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
 
 
 def training_overhead(
-    features: Sequence[int], batch: int, patch: int, steps: int, precision: str = "bf16"
+    features: Sequence[int], batch: int, patch: int, steps: int, precision: str = "bf16", channels_last: bool = True
 ) -> dict[str, float]:
-    """Seconds per step of the bundle's Ignite ``SupervisedTrainer`` vs a bare PyTorch loop on identical batches."""
+    """Seconds per step of the bundle's Ignite ``SupervisedTrainer`` vs a bare PyTorch loop on identical batches,
+    both with train.json's memory format (``channels_last``)."""
     from ignite.engine import Events
     from monai.engines import SupervisedTrainer
     from monai.losses import DiceCELoss
 
     from scripts.fusionnet import FusionNet
-    from scripts.inferers import AutocastInferer
+    from scripts.inferers import AutocastInferer, prepare_network
 
     torch.manual_seed(0)
     batches = [
@@ -125,7 +113,7 @@ def training_overhead(
     inferer = AutocastInferer(precision)
 
     def bare() -> float:
-        network = FusionNet(features=features)
+        network = prepare_network(FusionNet(features=features), "cpu", channels_last)
         optimizer, loss = torch.optim.Adam(network.parameters(), 1e-3), DiceCELoss(sigmoid=True)
         network.train()
         for i, b in enumerate(batches):
@@ -137,7 +125,7 @@ def training_overhead(
         return (time.perf_counter() - start) / steps
 
     def ignite() -> float:
-        network = FusionNet(features=features)
+        network = prepare_network(FusionNet(features=features), "cpu", channels_last)
         trainer = SupervisedTrainer(
             device=torch.device("cpu"), max_epochs=1, train_data_loader=batches, network=network,
             optimizer=torch.optim.Adam(network.parameters(), 1e-3), loss_function=DiceCELoss(sigmoid=True),
@@ -151,6 +139,7 @@ def training_overhead(
     bare_s, ignite_s = bare(), ignite()
     return {
         "precision": precision,
+        "channels_last": channels_last,
         "bare_seconds_per_step": bare_s,
         "ignite_seconds_per_step": ignite_s,
         "overhead_pct": 100 * (ignite_s / bare_s - 1),
@@ -162,17 +151,18 @@ def inference_plan(
 ) -> list[tuple[str, Sequence[int], str, int, float, bool]]:
     """Rows to measure: ``(width name, features, variant, roi, overlap, tta)``.
 
-    Every variant at the shipped width, fp32 and bf16 at the others, one whole-section window, and TTA in the fastest
+    Every variant at the shipped width, fp32, the inference default (:data:`DEFAULT_VARIANT`) and bf16 at the others, one whole-section window, and TTA in the fastest
     precision. Where bf16 is only emulated (:func:`scripts.inferers.native_bf16`) there are no bf16 rows: emulated
     bf16 convolutions run 60-100x slower than fp32 (one shipped-width 512x512 row takes many minutes), and the
     matmul peaks already show the penalty.
     """
     fast = "bf16" if native else "fp32"
     shipped_variants = [v for v in variants if native or "bf16" not in v]
+    other_variants = ("fp32", DEFAULT_VARIANT, "bf16") if native else ("fp32", DEFAULT_VARIANT)
     plan = [
         (name, f, v, roi, overlap, False)
         for name, f in widths.items()
-        for v in (shipped_variants if name == "shipped" else ("fp32", "bf16") if native else ("fp32",))
+        for v in (shipped_variants if name == "shipped" else other_variants)
     ]
     shipped = widths["shipped"]
     return plan + [("shipped", shipped, "fp32", size, 0.0, False), ("shipped", shipped, fast, roi, overlap, True)]
@@ -218,7 +208,9 @@ def run_benchmark(
     one_window = next(r for r in report["inference"] if r["width"] == "shipped" and r["roi"] == size and r["overlap"] == 0.0)
     tta_row = next(r for r in report["inference"] if r["variant"].endswith("+tta"))
     bf16 = next((r for r in report["inference"] if r["width"] == "shipped" and r["variant"] == "bf16"), None)
+    default = next((r for r in report["inference"] if r["width"] == "shipped" and r["variant"] == DEFAULT_VARIANT), None)
     report["ratios"] = {
+        "default_speedup": base["seconds_per_section"] / default["seconds_per_section"] if default else None,
         "sliding_window_flop_waste": base["gflop_per_section"] / one_window["gflop_per_section"],
         "tta_cost": tta_row["seconds_per_section"] / (bf16 or base)["seconds_per_section"],
         "bf16_speedup": base["seconds_per_section"] / bf16["seconds_per_section"] if bf16 else None,
@@ -247,9 +239,11 @@ def format_table(report: dict[str, Any]) -> str:
     lines += [
         f"sliding-window FLOP waste (roi {report['inference'][0]['roi']}, overlap {report['inference'][0]['overlap']} vs "
         f"one window): {ratios['sliding_window_flop_waste']:.2f}x",
+        f"inference default ({DEFAULT_VARIANT}) speed-up over plain fp32: "
+        + (f"{ratios['default_speedup']:.2f}x" if ratios["default_speedup"] else "not measured"),
         f"TTA cost: {ratios['tta_cost']:.2f}x one pass; bf16 speed-up over fp32: "
         + (f"{ratios['bf16_speedup']:.2f}x" if ratios["bf16_speedup"] else "not measured (bf16 is emulated here)"),
-        f"training step ({train['precision']}): bare loop {train['bare_seconds_per_step']:.3f} s, Ignite SupervisedTrainer "
+        f"training step ({train['precision']}, channels_last {train['channels_last']}): bare loop {train['bare_seconds_per_step']:.3f} s, Ignite SupervisedTrainer "
         f"{train['ignite_seconds_per_step']:.3f} s, overhead {train['overhead_pct']:+.1f}%",
     ]
     return "\n".join(lines)

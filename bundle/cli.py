@@ -114,18 +114,18 @@ def benchmark(
 ) -> str:
     """Inference and training speed against this machine's measured matmul peak (table, or JSON with --json).
 
-    Rows: shipped and full width; fp32, bf16, channels_last, batch-norm folding, torch.compile; one 512 window vs
-    sliding windows; TTA; Ignite trainer vs a bare loop. --tiny runs a seconds-long smoke version.
+    Rows: shipped and full width; fp32, bf16, channels_last, batch-norm folding, their combination (the inference
+    default), torch.compile; one 512 window vs sliding windows; TTA; Ignite trainer vs a bare loop. --tiny runs a seconds-long smoke version.
     """
     import json as json_module
 
-    from bundle.benchmark import format_table, run_benchmark
+    from bundle.benchmark import DEFAULT_VARIANT, format_table, run_benchmark
     from scripts.errors import as_bool
 
     options: dict = dict(sections=sections, size=size, roi=roi, full_width=as_bool(full_width, "full_width"))
     if as_bool(tiny, "tiny"):
         options = dict(sections=1, size=64, roi=32, full_width=False, train_patch=32, train_batch=2, train_steps=2,
-                       widths={"shipped": (4, 8, 8, 8, 8)}, variants=("fp32", "bf16", "bn_folded"))  # fmt: skip
+                       widths={"shipped": (4, 8, 8, 8, 8)}, variants=("fp32", "bf16", DEFAULT_VARIANT))  # fmt: skip
     report = run_benchmark(**options)
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_table(report)
 

@@ -6,22 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bundle.benchmark import VARIANTS, count_flops, fold_batch_norm, format_table, inference_plan, run_benchmark
+from bundle.benchmark import DEFAULT_VARIANT, VARIANTS, count_flops, format_table, inference_plan, run_benchmark
 from scripts.fusionnet import FusionNet
-
-
-def test_batch_norm_folding_keeps_the_output() -> None:
-    torch.manual_seed(0)
-    net = FusionNet(features=(4, 8, 8, 8, 8))
-    net.train()
-    net(torch.rand(4, 1, 32, 32))  # give the batch norms non-trivial running statistics
-    net.eval()
-    x = torch.rand(1, 1, 32, 32)
-    with torch.no_grad():
-        expected = net(x)
-        folded = fold_batch_norm(net)
-        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
-        torch.testing.assert_close(folded(x), expected, atol=1e-4, rtol=1e-4)
 
 
 def test_flop_count_of_the_full_width_network() -> None:
@@ -37,16 +23,16 @@ def test_tiny_benchmark_reports_every_figure(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(scripts.inferers, "native_bf16", lambda device: False)
     report = run_benchmark(
-        sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16"), train_patch=32, train_batch=2,
+        sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16", DEFAULT_VARIANT), train_patch=32, train_batch=2,
         train_steps=2, widths={"shipped": (4, 8, 8, 8, 8)},
     )  # fmt: skip
     assert report["peak_gflops"]["fp32"] > 0 and report["peak_gflops"]["bf16"] > 0
-    assert {r["variant"] for r in report["inference"]} == {"fp32", "fp32 +tta"}  # no emulated bf16 rows
-    assert report["ratios"]["bf16_speedup"] is None
+    assert {r["variant"] for r in report["inference"]} == {"fp32", DEFAULT_VARIANT, "fp32 +tta"}  # no emulated bf16 rows
+    assert report["ratios"]["bf16_speedup"] is None and report["ratios"]["default_speedup"] > 0
     assert report["machine"]["native_bf16"] is False and report["training"]["precision"] == "fp32"
     assert all(r["seconds_per_section"] > 0 and r["peak_rss_mb"] > 0 for r in report["inference"])
     assert report["ratios"]["sliding_window_flop_waste"] > 1.0
-    assert set(report["training"]) == {"precision", "bare_seconds_per_step", "ignite_seconds_per_step", "overhead_pct"}
+    assert set(report["training"]) == {"precision", "channels_last", "bare_seconds_per_step", "ignite_seconds_per_step", "overhead_pct"}
     assert "measured matmul peak" in format_table(report)
 
 
@@ -59,5 +45,6 @@ def test_plan_keeps_emulated_bf16_to_one_row(native: bool) -> None:
         assert ("full", "bf16") in bf16_rows and ("shipped", "bn_folded+channels_last+bf16") in bf16_rows
     else:
         assert bf16_rows == []
+    assert ("full", DEFAULT_VARIANT) in [(name, variant) for name, _, variant, _, _, _ in plan]
     assert plan[-1][2:] == ("bf16" if native else "fp32", 256, 0.25, True)  # TTA in the fastest precision
     assert plan[-2][2:] == ("fp32", 512, 0.0, False)  # one whole-section window

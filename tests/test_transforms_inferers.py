@@ -11,6 +11,7 @@ from scripts.inferers import (
     AutocastInferer,
     MembraneInferer,
     dihedral,
+    fold_batch_norm,
     membrane_probability,
     prepare_network,
     undo_dihedral,
@@ -197,3 +198,30 @@ def test_channels_last_network_gives_the_same_probability(spatial_dims: int) -> 
         weight = next(p for p in fast.parameters() if p.ndim == spatial_dims + 2)
         assert weight.is_contiguous(memory_format=layout)
         torch.testing.assert_close(fast(x), expected, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_norm_folding_keeps_the_output() -> None:
+    torch.manual_seed(0)
+    net = FusionNet(features=(4, 8, 8, 8, 8))
+    net.train()
+    net(torch.rand(4, 1, 32, 32))  # give the batch norms non-trivial running statistics
+    net.eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        expected = net(x)
+        folded = fold_batch_norm(net)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected, atol=1e-4, rtol=1e-4)
+
+
+def test_batch_norm_folding_leaves_instance_norms() -> None:
+    from monai.networks.nets import BasicUNet
+
+    torch.manual_seed(0)
+    net = BasicUNet(spatial_dims=2, features=(4, 4, 8, 8, 8, 4)).eval()
+    x = torch.rand(1, 1, 32, 32)
+    with torch.no_grad():
+        expected = net(x)
+        folded = fold_batch_norm(net)
+        assert any(isinstance(m, torch.nn.InstanceNorm2d) for m in folded.modules())
+        torch.testing.assert_close(folded(x), expected)

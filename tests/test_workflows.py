@@ -76,6 +76,28 @@ def test_basicunet_baseline_override_trains_and_evaluates(labelled_dir: Path, tm
     assert (tmp_path / "e" / "metrics.csv").is_file()
 
 
+def test_memory_format_and_batch_norm_folding_follow_the_configs(labelled_dir: Path, tiny_checkpoint: Path) -> None:
+    """FusionNet trains with channels-last weights, BasicUNet (slower so) without; inference folds the batch norms."""
+
+    def channels_last(network: torch.nn.Module) -> bool:
+        weight = next(p for p in network.parameters() if p.ndim == 4 and p.shape[-1] == 3 and p.shape[1] > 1)
+        return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+
+    def batch_norms(network: torch.nn.Module) -> int:
+        return sum(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
+
+    train = {"dataset_dir": str(labelled_dir), "features": TINY}
+    assert channels_last(workflow("train.json", **train).parser.get_parsed_content("network"))
+    unet = workflow(["train.json", "basicunet.json"], dataset_dir=str(labelled_dir), features=[4, 4, 8, 8, 8, 4])
+    assert not channels_last(unet.parser.get_parsed_content("network"))
+    weights = {"ckpt_path": str(tiny_checkpoint), "features": TINY}
+    inference = workflow("inference.json", **weights).parser.get_parsed_content("network")
+    assert channels_last(inference) and batch_norms(inference) == 0
+    assert batch_norms(workflow("inference.json", fold_batch_norm=False, **weights).parser.get_parsed_content("network")) > 0
+    evaluation = workflow("evaluate.json", dataset_dir=str(labelled_dir), **weights).parser.get_parsed_content("network")
+    assert batch_norms(evaluation) == 0
+
+
 def test_same_seed_gives_the_same_weights(labelled_dir: Path, tmp_path: Path) -> None:
     for run in ("a", "b"):
         run_workflow("train.json", **tiny_train_overrides(labelled_dir, tmp_path / run))
