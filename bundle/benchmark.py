@@ -151,8 +151,8 @@ def inference_plan(
 ) -> list[tuple[str, Sequence[int], str, int, float, bool]]:
     """Rows to measure: ``(width name, features, variant, roi, overlap, tta)``.
 
-    Every variant at the shipped width, fp32, the inference default (:data:`DEFAULT_VARIANT`) and bf16 at the others, one whole-section window, and TTA in the fastest
-    precision. Where bf16 is only emulated (:func:`scripts.inferers.native_bf16`) there are no bf16 rows: emulated
+    Every variant at the shipped width; fp32, the inference default (:data:`DEFAULT_VARIANT`) and bf16 at the
+    others; one whole-section window; and TTA in the fastest precision. Where bf16 is only emulated (:func:`scripts.inferers.native_bf16`) there are no bf16 rows: emulated
     bf16 convolutions run 60-100x slower than fp32 (one shipped-width 512x512 row takes many minutes), and the
     matmul peaks already show the penalty.
     """

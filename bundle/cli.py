@@ -115,7 +115,8 @@ def benchmark(
     """Inference and training speed against this machine's measured matmul peak (table, or JSON with --json).
 
     Rows: shipped and full width; fp32, bf16, channels_last, batch-norm folding, their combination (the inference
-    default), torch.compile; one 512 window vs sliding windows; TTA; Ignite trainer vs a bare loop. --tiny runs a seconds-long smoke version.
+    default), torch.compile; one 512 window vs sliding windows; TTA; Ignite trainer vs a bare loop. --tiny runs a
+    seconds-long smoke version.
     """
     import json as json_module
 
