@@ -7,22 +7,43 @@ Each inference variant runs in a fresh process, so its peak resident memory (RSS
 
 from __future__ import annotations
 
+import json
 import multiprocessing as mp
 import resource
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 
-SHIPPED = (16, 32, 64, 128, 256)
+INFERENCE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "inference.json"
 FULL = (64, 128, 256, 512, 1024)
 VARIANTS = (
     "fp32", "bf16", "channels_last", "channels_last+bf16", "bn_folded", "bn_folded+channels_last", "bn_folded+channels_last+bf16",
     "compile",
 )  # fmt: skip
-DEFAULT_VARIANT = "bn_folded+channels_last"  # what inference.json does: fold_batch_norm and channels_last
+
+
+def inference_defaults(config: Path = INFERENCE_CONFIG) -> dict[str, Any]:
+    """The keys of configs/inference.json that decide inference speed: ``features`` (the shipped width),
+    ``fold_batch_norm``, ``channels_last`` and ``precision``."""
+    settings = json.loads(Path(config).read_text())
+    return {key: settings[key] for key in ("features", "fold_batch_norm", "channels_last", "precision")}
+
+
+def default_variant(native: bool, config: Path = INFERENCE_CONFIG) -> str:
+    """The :data:`VARIANTS` name of what inference.json does on a CPU with (``native``) or without native bf16."""
+    defaults = inference_defaults(config)
+    bf16 = defaults["precision"] == "bf16" or (defaults["precision"] == "auto" and native)
+    flags = (("bn_folded", defaults["fold_batch_norm"]), ("channels_last", defaults["channels_last"]), ("bf16", bf16))
+    return "+".join(name for name, on in flags if on) or "fp32"
+
+
+def with_bf16(variant: str) -> str:
+    """``variant`` under bf16 autocast: ``"fp32"`` -> ``"bf16"``, ``"bn_folded"`` -> ``"bn_folded+bf16"``."""
+    return "bf16" if variant == "fp32" else variant.removesuffix("+bf16") + "+bf16"
 
 
 def matmul_peak(dtype: torch.dtype, max_n: int = 2048, seconds: float = 1.5) -> float:
@@ -151,14 +172,16 @@ def inference_plan(
 ) -> list[tuple[str, Sequence[int], str, int, float, bool]]:
     """Rows to measure: ``(width name, features, variant, roi, overlap, tta)``.
 
-    Every variant at the shipped width; fp32, the inference default (:data:`DEFAULT_VARIANT`) and bf16 at the
-    others; one whole-section window; and TTA in the fastest precision. Where bf16 is only emulated (:func:`scripts.inferers.native_bf16`) there are no bf16 rows: emulated
-    bf16 convolutions run 60-100x slower than fp32 (one shipped-width 512x512 row takes many minutes), and the
-    matmul peaks already show the penalty.
+    Every variant at the shipped width; at the others plain fp32 and bf16 and inference.json's layout
+    (:func:`default_variant`) in both; one whole-section window; and TTA in the fastest precision. Where bf16 is
+    only emulated (:func:`scripts.inferers.native_bf16`) there are no bf16 rows: emulated bf16 convolutions run
+    60-100x slower than fp32 (one shipped-width 512x512 row takes many minutes), and the matmul peaks already show
+    the penalty.
     """
     fast = "bf16" if native else "fp32"
     shipped_variants = [v for v in variants if native or "bf16" not in v]
-    other_variants = ("fp32", DEFAULT_VARIANT, "bf16") if native else ("fp32", DEFAULT_VARIANT)
+    layout = default_variant(False)
+    other_variants = ("fp32", layout, "bf16", with_bf16(layout)) if native else ("fp32", layout)
     plan = [
         (name, f, v, roi, overlap, False)
         for name, f in widths.items()
@@ -183,10 +206,12 @@ def run_benchmark(
     """Measure everything; returns a JSON-able dict (see :func:`format_table`)."""
     from scripts.inferers import native_bf16
 
-    widths = dict(widths or {"shipped": SHIPPED, **({"full": FULL} if full_width else {})})
+    shipped = tuple(inference_defaults()["features"])
+    widths = dict(widths or {"shipped": shipped, **({"full": FULL} if full_width else {})})
     native = native_bf16(torch.device("cpu"))
     report: dict[str, Any] = {
         "machine": {"threads": torch.get_num_threads(), "torch": torch.__version__, "native_bf16": native},
+        "default_variant": default_variant(native),
         "peak_gflops": {"fp32": matmul_peak(torch.float32), "bf16": matmul_peak(torch.bfloat16)},
         "inference": [],
     }
@@ -204,16 +229,22 @@ def run_benchmark(
         )  # fmt: skip
         report["inference"].append(row)
         print(f"measured {name} {row['variant']} roi {r}: {row['seconds_per_section']:.3f} s/section", file=sys.stderr)
-    base = next(r for r in report["inference"] if r["width"] == "shipped" and r["variant"] == "fp32" and r["roi"] == min(roi, size))
+    windowed = [r for r in report["inference"] if r["width"] == "shipped" and r["roi"] == min(roi, size)]
+    seconds = {r["variant"]: r["seconds_per_section"] for r in windowed}
+    base = next(r for r in windowed if r["variant"] == "fp32")
     one_window = next(r for r in report["inference"] if r["width"] == "shipped" and r["roi"] == size and r["overlap"] == 0.0)
     tta_row = next(r for r in report["inference"] if r["variant"].endswith("+tta"))
-    bf16 = next((r for r in report["inference"] if r["width"] == "shipped" and r["variant"] == "bf16"), None)
-    default = next((r for r in report["inference"] if r["width"] == "shipped" and r["variant"] == DEFAULT_VARIANT), None)
+    layout = default_variant(False)
+
+    def speedup(slow: str, fast: str) -> float | None:
+        return seconds[slow] / seconds[fast] if slow in seconds and fast in seconds else None
+
     report["ratios"] = {
-        "default_speedup": base["seconds_per_section"] / default["seconds_per_section"] if default else None,
+        "default_speedup": speedup("fp32", report["default_variant"]),
         "sliding_window_flop_waste": base["gflop_per_section"] / one_window["gflop_per_section"],
-        "tta_cost": tta_row["seconds_per_section"] / (bf16 or base)["seconds_per_section"],
-        "bf16_speedup": base["seconds_per_section"] / bf16["seconds_per_section"] if bf16 else None,
+        "tta_cost": tta_row["seconds_per_section"] / seconds["bf16" if "bf16" in seconds else "fp32"],
+        "bf16_speedup": speedup("fp32", "bf16"),
+        "bf16_speedup_default_layout": speedup(layout, with_bf16(layout)),
     }
     report["training"] = training_overhead(widths["shipped"], train_batch, train_patch, train_steps, fast)
     return report
@@ -239,10 +270,14 @@ def format_table(report: dict[str, Any]) -> str:
     lines += [
         f"sliding-window FLOP waste (roi {report['inference'][0]['roi']}, overlap {report['inference'][0]['overlap']} vs "
         f"one window): {ratios['sliding_window_flop_waste']:.2f}x",
-        f"inference default ({DEFAULT_VARIANT}) speed-up over plain fp32: "
+        f"inference default ({report['default_variant']}) speed-up over plain fp32: "
         + (f"{ratios['default_speedup']:.2f}x" if ratios["default_speedup"] else "not measured"),
         f"TTA cost: {ratios['tta_cost']:.2f}x one pass; bf16 speed-up over fp32: "
-        + (f"{ratios['bf16_speedup']:.2f}x" if ratios["bf16_speedup"] else "not measured (bf16 is emulated here)"),
+        + (
+            f"{ratios['bf16_speedup']:.2f}x plain, {ratios['bf16_speedup_default_layout']:.2f}x in the default layout"
+            if ratios["bf16_speedup"] and ratios["bf16_speedup_default_layout"]
+            else "not measured (bf16 is emulated here)"
+        ),
         f"training step ({train['precision']}, channels_last {train['channels_last']}): bare loop {train['bare_seconds_per_step']:.3f} s, Ignite SupervisedTrainer "
         f"{train['ignite_seconds_per_step']:.3f} s, overhead {train['overhead_pct']:+.1f}%",
     ]

@@ -10,7 +10,7 @@ from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 from torch import nn
 
 from .errors import BundleInputError, as_bool
-from .settings import DIVISOR
+from .settings import DIVISOR, integer, spatial_size
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}
 
@@ -178,22 +178,15 @@ class MembraneInferer(Inferer):
     ) -> None:
         super().__init__()
         self.precision = check_precision(precision)
-        roi = roi_tuple(roi_size, spatial_dims)
-        if len(roi) != spatial_dims or any(r <= 0 or r % DIVISOR for r in roi):
-            raise BundleInputError(
-                "roi_size",
-                f"must be {spatial_dims} positive multiples of {DIVISOR}, got {list(roi)}",
-                f"pass e.g. --roi_size {[256] * spatial_dims}",
-            )
+        roi = tuple(spatial_size(list(roi_tuple(roi_size, spatial_dims)), "roi_size", spatial_dims))
         if not 0.0 <= float(overlap) < 1.0:
             raise BundleInputError("overlap", f"must be in [0, 1), got {overlap}", "pass e.g. --overlap 0.25")
-        if int(sw_batch_size) < 1:
-            raise BundleInputError("sw_batch_size", f"must be >= 1, got {sw_batch_size}", "pass e.g. --sw_batch_size 4")
+        sw_batch_size = integer(sw_batch_size, "sw_batch_size", 1, 4)
         self.roi_size = roi
         self.tta = as_bool(tta, "tta")
         self.spatial_dims = spatial_dims
         self.window_kwargs = dict(
-            sw_batch_size=int(sw_batch_size), overlap=float(overlap), mode=mode, padding_mode=padding_mode
+            sw_batch_size=sw_batch_size, overlap=float(overlap), mode=mode, padding_mode=padding_mode
         )
 
     def window_size(self, spatial_shape: Sequence[int]) -> tuple[int, ...]:

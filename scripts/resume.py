@@ -29,6 +29,7 @@ from ignite.handlers import Checkpoint, DiskSaver
 from monai.handlers import CheckpointLoader, CheckpointSaver
 
 from .errors import BundleInputError, as_bool
+from .settings import integer
 
 __all__ = ["CHECKPOINT_NAME", "KeyMetricState", "TrainingCheckpoint", "checkpoint_epoch", "latest_checkpoint"]
 
@@ -58,12 +59,6 @@ def latest_checkpoint(ckpt_dir: str | Path) -> Path:
         "start the training without --resume (it writes one every --save_interval epochs), "
         "or pass --ckpt_dir with the folder that holds them",
     )
-
-
-def _positive_int(value: Any, name: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise BundleInputError(name, f"must be an integer >= {minimum}, got {value!r}", f"pass e.g. --{name} {max(1, minimum)}")
-    return value
 
 
 class KeyMetricState:
@@ -132,8 +127,8 @@ class TrainingCheckpoint:
     ) -> None:
         self.save_dir = Path(save_dir)
         self.save_dict = dict(save_dict)
-        self.save_interval = _positive_int(save_interval, "save_interval", 0)
-        self.n_saved = _positive_int(n_saved, "keep_checkpoints", 1)
+        self.save_interval = integer(save_interval, "save_interval", 0, 5)
+        self.n_saved = integer(n_saved, "keep_checkpoints", 1, 2)
         self.resume = as_bool(resume, "resume")
         self.map_location = map_location
         self.checkpoint: Checkpoint | None = None

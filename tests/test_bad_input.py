@@ -434,10 +434,10 @@ def test_bundle_cli_rejects_a_misspelt_key(tmp_path: Path) -> None:
 BAD_INFERENCE_SETTINGS: list[tuple[str, object, str]] = [
     ("roi_size", [100, 100], "positive multiples of 16"),
     ("roi_size", [-16, -16], "positive multiples of 16"),
-    ("roi_size", [256], "must be 2 positive multiples"),
+    ("roi_size", [256], "list of 2 positive multiples"),
     ("roi_size", "wide", "must be a list of 2 sizes"),
     ("overlap", 1.0, "must be in [0, 1)"),
-    ("sw_batch_size", 0, "must be >= 1"),
+    ("sw_batch_size", 0, "must be a positive integer"),
     ("precision", "fp8", "unknown value"),
     ("tta", "maybe", "must be true or false"),
     ("instance_mode", "4d", "unknown value"),

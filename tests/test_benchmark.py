@@ -3,11 +3,25 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 import torch
 
-from bundle.benchmark import DEFAULT_VARIANT, VARIANTS, count_flops, format_table, inference_plan, run_benchmark
+from bundle.benchmark import (
+    INFERENCE_CONFIG,
+    VARIANTS,
+    count_flops,
+    default_variant,
+    format_table,
+    inference_defaults,
+    inference_plan,
+    run_benchmark,
+)
 from scripts.fusionnet import FusionNet
+
+LAYOUT = "bn_folded+channels_last"  # inference.json's fold_batch_norm and channels_last
 
 
 def test_flop_count_of_the_full_width_network() -> None:
@@ -23,11 +37,12 @@ def test_tiny_benchmark_reports_every_figure(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(scripts.inferers, "native_bf16", lambda device: False)
     report = run_benchmark(
-        sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16", DEFAULT_VARIANT), train_patch=32, train_batch=2,
+        sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16", LAYOUT, LAYOUT + "+bf16"), train_patch=32, train_batch=2,
         train_steps=2, widths={"shipped": (4, 8, 8, 8, 8)},
     )  # fmt: skip
     assert report["peak_gflops"]["fp32"] > 0 and report["peak_gflops"]["bf16"] > 0
-    assert {r["variant"] for r in report["inference"]} == {"fp32", DEFAULT_VARIANT, "fp32 +tta"}  # no emulated bf16 rows
+    assert {r["variant"] for r in report["inference"]} == {"fp32", LAYOUT, "fp32 +tta"}  # no emulated bf16 rows
+    assert report["default_variant"] == LAYOUT
     assert report["ratios"]["bf16_speedup"] is None and report["ratios"]["default_speedup"] > 0
     assert report["machine"]["native_bf16"] is False and report["training"]["precision"] == "fp32"
     assert all(r["seconds_per_section"] > 0 and r["peak_rss_mb"] > 0 for r in report["inference"])
@@ -42,9 +57,25 @@ def test_plan_keeps_emulated_bf16_to_one_row(native: bool) -> None:
     plan = inference_plan(widths, VARIANTS, native, 512, 256, 0.25)
     bf16_rows = [(name, variant) for name, _, variant, _, _, _ in plan if "bf16" in variant]
     if native:
-        assert ("full", "bf16") in bf16_rows and ("shipped", "bn_folded+channels_last+bf16") in bf16_rows
+        assert {("full", "bf16"), ("full", LAYOUT + "+bf16"), ("shipped", LAYOUT + "+bf16")} <= set(bf16_rows)
     else:
         assert bf16_rows == []
-    assert ("full", DEFAULT_VARIANT) in [(name, variant) for name, _, variant, _, _, _ in plan]
+    assert ("full", LAYOUT) in [(name, variant) for name, _, variant, _, _, _ in plan]
     assert plan[-1][2:] == ("bf16" if native else "fp32", 256, 0.25, True)  # TTA in the fastest precision
     assert plan[-2][2:] == ("fp32", 512, 0.0, False)  # one whole-section window
+
+
+def test_benchmark_follows_inference_json(tmp_path: Path) -> None:
+    """The shipped width and the default variant come from configs/inference.json, not from a copy."""
+    settings = json.loads(INFERENCE_CONFIG.read_text())
+    assert inference_defaults()["features"] == settings["features"]
+    config = tmp_path / "inference.json"
+    for overrides, native, expected in [
+        ({"precision": "auto"}, True, LAYOUT + "+bf16"),
+        ({"precision": "auto"}, False, LAYOUT),
+        ({"precision": "fp32"}, True, LAYOUT),
+        ({"precision": "bf16", "fold_batch_norm": False}, False, "channels_last+bf16"),
+        ({"precision": "fp32", "fold_batch_norm": False, "channels_last": False}, True, "fp32"),
+    ]:
+        config.write_text(json.dumps({**settings, **overrides}))
+        assert default_variant(native, config) == expected and expected in VARIANTS
