@@ -84,8 +84,10 @@ def test_inference_runs_the_torchscript_model_by_ckpt_path(torchscript_file: Pat
     data = write_sample_crop(tmp_path / "data")
     outputs = {}
     for kind, ckpt in (("pt", ROOT / "models" / "model.pt"), ("ts", torchscript_file)):
+        # fp32: under bf16 ("auto" on AVX-512-bf16 CPUs) the folded eager network and the unfolded TorchScript
+        # one round differently, which says nothing about the export
         wf = workflow("inference.json", dataset_dir=str(data), output_dir=str(tmp_path / kind), ckpt_path=str(ckpt),
-                      **CROP_OVERRIDES)  # fmt: skip
+                      precision="fp32", **CROP_OVERRIDES)  # fmt: skip
         network = wf.parser.get_parsed_content("network")
         assert isinstance(network, torch.jit.ScriptModule) == (kind == "ts")
         wf.run()

@@ -123,7 +123,7 @@ def test_latest_checkpoint_skips_cut_off_files(tmp_path: Path) -> None:
 def test_training_checkpoint_checks_its_settings(tmp_path: Path) -> None:
     with pytest.raises(BundleInputError, match="save_interval: must be an integer >= 0"):
         TrainingCheckpoint(tmp_path, {}, save_interval=-1)
-    with pytest.raises(BundleInputError, match="keep_checkpoints: must be an integer >= 1"):
+    with pytest.raises(BundleInputError, match="keep_checkpoints: must be a positive integer"):
         TrainingCheckpoint(tmp_path, {}, n_saved=0)
     with pytest.raises(BundleInputError, match="resume: must be true or false"):
         TrainingCheckpoint(tmp_path, {}, resume="maybe")
