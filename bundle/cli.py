@@ -120,13 +120,14 @@ def benchmark(
     """
     import json as json_module
 
-    from bundle.benchmark import format_table, run_benchmark
+    from bundle.benchmark import default_variant, format_table, run_benchmark, with_bf16
     from scripts.errors import as_bool
 
     options: dict = dict(sections=sections, size=size, roi=roi, full_width=as_bool(full_width, "full_width"))
     if as_bool(tiny, "tiny"):
+        layout = default_variant(False)  # inference.json's layout, so the tiny run also has the default's rows
         options = dict(sections=1, size=64, roi=32, full_width=False, train_patch=32, train_batch=2, train_steps=2,
-                       widths={"shipped": (4, 8, 8, 8, 8)}, variants=("fp32", "bf16", "bn_folded+channels_last", "bn_folded+channels_last+bf16"))  # fmt: skip
+                       widths={"shipped": (4, 8, 8, 8, 8)}, variants=("fp32", "bf16", layout, with_bf16(layout)))  # fmt: skip
     report = run_benchmark(**options)
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_table(report)
 
