@@ -77,7 +77,8 @@ def test_basicunet_baseline_override_trains_and_evaluates(labelled_dir: Path, tm
 
 
 def test_memory_format_and_batch_norm_folding_follow_the_configs(labelled_dir: Path, tiny_checkpoint: Path) -> None:
-    """FusionNet trains with channels-last weights, BasicUNet (slower so) without; inference folds the batch norms."""
+    """FusionNet trains with channels-last weights, BasicUNet (slower so) and 3D FusionNet (NaN gradients under bf16
+    with channels_last_3d on CPU) without; inference folds the batch norms."""
 
     def channels_last(network: torch.nn.Module) -> bool:
         weight = next(p for p in network.parameters() if p.ndim == 4 and p.shape[-1] == 3 and p.shape[1] > 1)
@@ -90,6 +91,9 @@ def test_memory_format_and_batch_norm_folding_follow_the_configs(labelled_dir: P
     assert channels_last(workflow("train.json", **train).parser.get_parsed_content("network"))
     unet = workflow(["train.json", "basicunet.json"], dataset_dir=str(labelled_dir), features=[4, 4, 8, 8, 8, 4])
     assert not channels_last(unet.parser.get_parsed_content("network"))
+    volume = workflow(["train.json", "train_3d.json"], dataset_dir=str(labelled_dir), features=TINY)
+    volume_weights = volume.parser.get_parsed_content("network").parameters()
+    assert next(p for p in volume_weights if p.ndim == 5 and p.shape[1] > 1).is_contiguous()
     weights = {"ckpt_path": str(tiny_checkpoint), "features": TINY}
     inference = workflow("inference.json", **weights).parser.get_parsed_content("network")
     assert channels_last(inference) and batch_norms(inference) == 0
