@@ -110,24 +110,32 @@ def score_instances(seg: str, labels: str, z_start: int = 0, z_stop: int | None 
 
 
 def benchmark(
-    json: bool = False, sections: int = 2, size: int = 512, roi: int = 256, full_width: bool = True, tiny: bool = False
+    json: bool = False, sections: int = 2, size: int = 512, roi: int = 256, full_width: bool = True, tiny: bool = False,
+    device: str = "cpu",
 ) -> str:
     """Inference and training speed against this machine's measured matmul peak (table, or JSON with --json).
 
     Rows: shipped and full width; fp32, bf16, channels_last, batch-norm folding, their combination (the inference
     default), torch.compile; one 512 window vs sliding windows; TTA; Ignite trainer vs a bare loop. --tiny runs a
-    seconds-long smoke version.
+    seconds-long smoke version. --device cuda measures the GPU instead (adds TF32 rows; use more --sections).
     """
     import json as json_module
 
-    from bundle.benchmark import default_variant, format_table, run_benchmark, with_bf16
-    from scripts.errors import as_bool
+    import torch
 
-    options: dict = dict(sections=sections, size=size, roi=roi, full_width=as_bool(full_width, "full_width"))
+    from bundle.benchmark import default_variant, format_table, run_benchmark, with_bf16
+    from scripts.errors import BundleInputError, as_bool
+
+    if device not in ("cpu", "cuda"):
+        raise BundleInputError("--device", f"must be cpu or cuda, got {device!r}", "pass --device cpu or --device cuda")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise BundleInputError("--device cuda", "no CUDA GPU is visible to PyTorch", "run without --device (CPU)")
+    options: dict = dict(sections=sections, size=size, roi=roi, full_width=as_bool(full_width, "full_width"), device=device)
     if as_bool(tiny, "tiny"):
         layout = default_variant(False)  # inference.json's layout, so the tiny run also has the default's rows
         options = dict(sections=1, size=64, roi=32, full_width=False, train_patch=32, train_batch=2, train_steps=2,
-                       widths={"shipped": (4, 8, 8, 8, 8)}, variants=("fp32", "bf16", layout, with_bf16(layout)))  # fmt: skip
+                       widths={"shipped": (4, 8, 8, 8, 8)}, variants=("fp32", "bf16", layout, with_bf16(layout)),
+                       device=device)  # fmt: skip
     report = run_benchmark(**options)
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_table(report)
 

@@ -10,13 +10,16 @@ import pytest
 import torch
 
 from bundle.benchmark import (
+    CUDA_VARIANTS,
     INFERENCE_CONFIG,
     VARIANTS,
     count_flops,
+    cuda_tf32,
     default_variant,
     format_table,
     inference_defaults,
     inference_plan,
+    precision_of,
     run_benchmark,
 )
 from scripts.fusionnet import FusionNet
@@ -45,7 +48,7 @@ def test_tiny_benchmark_reports_every_figure(monkeypatch: pytest.MonkeyPatch) ->
     assert report["default_variant"] == LAYOUT
     assert report["ratios"]["bf16_speedup"] is None and report["ratios"]["default_speedup"] > 0
     assert report["machine"]["native_bf16"] is False and report["training"]["precision"] == "fp32"
-    assert all(r["seconds_per_section"] > 0 and r["peak_rss_mb"] > 0 for r in report["inference"])
+    assert all(r["seconds_per_section"] > 0 and r["peak_memory_mb"] > 0 for r in report["inference"])
     assert report["ratios"]["sliding_window_flop_waste"] > 1.0
     assert set(report["training"]) == {"precision", "channels_last", "bare_seconds_per_step", "ignite_seconds_per_step", "overhead_pct"}
     assert "measured matmul peak" in format_table(report)
@@ -79,3 +82,35 @@ def test_benchmark_follows_inference_json(tmp_path: Path) -> None:
     ]:
         config.write_text(json.dumps({**settings, **overrides}))
         assert default_variant(native, config) == expected and expected in VARIANTS
+
+
+def test_cuda_plan_adds_tf32_and_compile_rows() -> None:
+    """On a GPU the plan measures strict fp32 against TF32 and bf16 at both widths, and torch.compile of the default."""
+    widths = {"shipped": (4, 8, 8, 8, 8), "full": (8, 8, 8, 8, 8)}
+    plan = inference_plan(widths, CUDA_VARIANTS, True, 512, 256, 0.25, cuda=True)
+    rows = {(name, variant) for name, _, variant, _, _, _ in plan}
+    for width in widths:
+        assert {(width, "fp32"), (width, "tf32"), (width, "bf16"), (width, LAYOUT + "+bf16")} <= rows
+    assert ("shipped", LAYOUT + "+bf16+compile") in rows
+    assert [precision_of(v) for v in ("fp32", "tf32", LAYOUT + "+tf32", LAYOUT + "+bf16+compile")] == [
+        "fp32", "tf32", "tf32", "bf16"
+    ]
+
+
+def test_tf32_switch_is_restored() -> None:
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    with cuda_tf32(not before[1]):
+        assert torch.backends.cudnn.allow_tf32 is (not before[1])
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda"])
+def test_benchmark_device_is_checked(device: str) -> None:
+    """A misspelt device, or cuda where PyTorch sees no GPU, is a clear error before anything is measured."""
+    from bundle.cli import benchmark
+    from scripts.errors import BundleInputError
+
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    with pytest.raises(BundleInputError, match="--device"):
+        benchmark(device=device)
