@@ -1,0 +1,71 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""An exponential moving average of the network's weights, validated and saved in place of the raw weights.
+
+FusionNet's validation V_rand swings by up to 0.15 between neighbouring validations of one training (0.79-0.95 on
+ISBI sections 16-19) while the training loss moves smoothly: single merges flip the score. Averaging the weights
+over the last few hundred steps gives a model that sits in the middle of that noise instead of on one side of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from copy import deepcopy
+from typing import Any
+
+import torch
+from ignite.engine import Engine, Events
+from torch import nn
+
+from .errors import BundleInputError
+
+
+class WeightAverage:
+    """Ignite handler: after each training iteration ``average = (1 - m) * average + m * weights``.
+
+    ``m`` is ``max(momentum, 1 / iteration)``: the first iteration copies the weights and the first ``1 / momentum``
+    iterations form their plain mean, so a short training is not pulled towards the initial weights. ``m`` depends
+    only on the trainer's iteration count, so a resumed training (``TrainingCheckpoint`` saves this handler's
+    state) continues exactly as an unbroken one. Floating-point buffers (batch-norm running statistics) are
+    averaged the same way, integer ones copied. ``ignite.handlers.EMAHandler`` does the same with a fixed
+    momentum or a warm-up that restarts on resume, hence this class.
+
+    Args:
+        network: the trained network (a ``DistributedDataParallel`` wrapper is unwrapped).
+        momentum: weight of the newest step, in (0, 1]; 1 keeps a plain copy of the weights (no averaging).
+
+    Attributes:
+        average: the averaged copy of ``network`` (eval mode, no gradients), on the same device.
+    """
+
+    def __init__(self, network: nn.Module, momentum: float = 0.01) -> None:
+        if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0.0 < float(momentum) <= 1.0:
+            raise BundleInputError(
+                "ema_momentum", f"must be a number in (0, 1], got {momentum!r}", "pass e.g. --ema_momentum 0.01 (1 = no averaging)"
+            )
+        self.network = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
+        self.momentum = float(momentum)
+        self.average = deepcopy(self.network).eval().requires_grad_(False)
+
+    def attach(self, engine: Engine) -> None:
+        """Update the average at every ``ITERATION_COMPLETED`` of ``engine`` (the trainer)."""
+        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+
+    @torch.no_grad()
+    def update(self, engine: Engine) -> None:
+        """Move the average towards the current weights by ``max(momentum, 1 / iteration)``."""
+        step = max(self.momentum, 1.0 / max(engine.state.iteration, 1))
+        for mean, value in zip(self.average.parameters(), self.network.parameters()):
+            mean.lerp_(value.detach(), step)
+        for mean, value in zip(self.average.buffers(), self.network.buffers()):
+            if mean.is_floating_point():
+                mean.lerp_(value, step)
+            else:
+                mean.copy_(value)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The averaged network's state dict (for ``TrainingCheckpoint``)."""
+        return self.average.state_dict()
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore the average from :meth:`state_dict`."""
+        self.average.load_state_dict(state)
