@@ -17,6 +17,7 @@ from ignite.engine import Engine, Events
 from torch import nn
 
 from .errors import BundleInputError
+from .settings import real
 
 
 class WeightAverage:
@@ -38,12 +39,10 @@ class WeightAverage:
     """
 
     def __init__(self, network: nn.Module, momentum: float = 0.01) -> None:
-        if not isinstance(momentum, (int, float)) or isinstance(momentum, bool) or not 0.0 < float(momentum) <= 1.0:
-            raise BundleInputError(
-                "ema_momentum", f"must be a number in (0, 1], got {momentum!r}", "pass e.g. --ema_momentum 0.01 (1 = no averaging)"
-            )
+        self.momentum = real(momentum, "ema_momentum", 0.01)
+        if self.momentum > 1.0:
+            raise BundleInputError("ema_momentum", f"must be at most 1, got {momentum!r}", "pass e.g. --ema_momentum 0.01 (1 = no averaging)")
         self.network = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
-        self.momentum = float(momentum)
         self.average = deepcopy(self.network).eval().requires_grad_(False)
 
     def attach(self, engine: Engine) -> None:

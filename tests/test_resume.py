@@ -95,9 +95,13 @@ def test_resume_after_sigkill_gives_the_weights_of_an_unbroken_run(labelled_dir:
     # n_saved=2: the resumed run removes checkpoint_epoch=1.pt from before the crash, as the unbroken one did
     assert sorted(p.name for p in broken.glob("checkpoint_*.pt")) == ["checkpoint_epoch=3.pt", "checkpoint_epoch=4.pt"]
     final = [torch.load(run / f"checkpoint_epoch={EPOCHS}.pt", weights_only=True) for run in (unbroken, broken)]
-    assert {"model", "optimizer", "lr_scheduler", "rng", "validation", "trainer", "checkpointer"} <= final[0].keys()
+    assert {"model", "weight_average", "optimizer", "lr_scheduler", "rng", "validation", "trainer", "checkpointer"} <= final[0].keys()
     assert final[0]["trainer"]["iteration"] == EPOCHS * 4  # 4 sections, batch 1
     _assert_same(*final)
+    # the shipped weights are the running average (here the mean of all 16 steps), not the last step's weights
+    saved = torch.load(unbroken / "model_final.pt", weights_only=True)
+    assert all(torch.equal(saved[k], final[0]["weight_average"][k]) for k in saved)
+    assert not all(torch.equal(saved[k], final[0]["model"][k]) for k in saved)
 
 
 def test_resume_without_a_checkpoint_names_the_folder_and_the_fix(labelled_dir: Path, tmp_path: Path) -> None:

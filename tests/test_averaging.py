@@ -1,0 +1,56 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""The moving average of the weights that training validates and saves (scripts/averaging.py)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from scripts.averaging import WeightAverage
+from scripts.errors import BundleInputError
+
+
+def _step(average: WeightAverage, network: nn.Module, iteration: int, value: float) -> None:
+    """Set every weight and running statistic of ``network`` to ``value`` and run one update."""
+    with torch.no_grad():
+        for tensor in [*network.parameters(), *(b for b in network.buffers() if b.is_floating_point())]:
+            tensor.fill_(value)
+        network.bn.num_batches_tracked.fill_(iteration)
+    average.update(SimpleNamespace(state=SimpleNamespace(iteration=iteration)))
+
+
+def test_average_starts_as_a_plain_mean_then_decays() -> None:
+    network = nn.Sequential()
+    network.add_module("conv", nn.Conv2d(1, 2, 3))
+    network.add_module("bn", nn.BatchNorm2d(2))
+    average = WeightAverage(network, momentum=0.25)
+    for iteration, value in enumerate([4.0, 8.0, 0.0, 12.0], start=1):  # steps 1/1, 1/2, 1/3, then 0.25
+        _step(average, network, iteration, value)
+    mean_of_three = (4.0 + 8.0 + 0.0) / 3
+    expected = 0.75 * mean_of_three + 0.25 * 12.0
+    for tensor in [*average.average.parameters(), average.average.bn.running_mean, average.average.bn.running_var]:
+        assert torch.allclose(tensor, torch.full_like(tensor, expected))
+    assert average.average.bn.num_batches_tracked.item() == 4  # integer buffers are copied
+    assert not average.average.training and not any(p.requires_grad for p in average.average.parameters())
+
+
+def test_momentum_one_keeps_a_copy_and_state_round_trips() -> None:
+    network = nn.Sequential()
+    network.add_module("conv", nn.Conv2d(1, 2, 3))
+    network.add_module("bn", nn.BatchNorm2d(2))
+    average = WeightAverage(network, momentum=1.0)
+    _step(average, network, 1, 3.0)
+    _step(average, network, 2, 5.0)
+    assert all(torch.equal(a, b) for a, b in zip(average.average.state_dict().values(), network.state_dict().values()))
+    restored = WeightAverage(network, momentum=1.0)
+    restored.load_state_dict(average.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(restored.state_dict().values(), average.state_dict().values()))
+
+
+@pytest.mark.parametrize("momentum", [0, -0.1, 1.5, "0.01", True])
+def test_bad_momentum_names_the_key_and_the_fix(momentum: object) -> None:
+    with pytest.raises(BundleInputError, match="ema_momentum.*--ema_momentum 0.01"):
+        WeightAverage(nn.Linear(1, 1), momentum=momentum)  # type: ignore[arg-type]
