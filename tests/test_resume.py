@@ -30,11 +30,12 @@ EPOCHS = 4
 
 
 def _train_args(dataset_dir: Path, output_dir: Path, *extra: str) -> list[str]:
-    """``monai.bundle run`` arguments of a tiny training: 4 iterations per epoch, a full checkpoint every epoch."""
+    """``monai.bundle run`` arguments of a tiny training: 4 iterations per epoch, a full checkpoint every epoch,
+    weight averaging on (so resuming must restore the average too)."""
     overrides = {
         "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), "features": "[4,8,8,8,8]",
         "patch_size": "[32,32]", "samples_per_section": "4", "batch_size": "1", "epochs": str(EPOCHS),
-        "val_interval": "1", "save_interval": "1", "keep_checkpoints": "2",
+        "val_interval": "1", "save_interval": "1", "keep_checkpoints": "2", "ema_momentum": "0.25",
     }  # fmt: skip
     args = ["-m", "monai.bundle", "run", "--config_file", "configs/train.json"]
     for key, value in overrides.items():
@@ -98,7 +99,7 @@ def test_resume_after_sigkill_gives_the_weights_of_an_unbroken_run(labelled_dir:
     assert {"model", "weight_average", "optimizer", "lr_scheduler", "rng", "validation", "trainer", "checkpointer"} <= final[0].keys()
     assert final[0]["trainer"]["iteration"] == EPOCHS * 4  # 4 sections, batch 1
     _assert_same(*final)
-    # the shipped weights are the running average (here the mean of all 16 steps), not the last step's weights
+    # with weight averaging on, the saved weights are the running average, not the last step's weights
     saved = torch.load(unbroken / "model_final.pt", weights_only=True)
     assert all(torch.equal(saved[k], final[0]["weight_average"][k]) for k in saved)
     assert not all(torch.equal(saved[k], final[0]["model"][k]) for k in saved)
