@@ -70,3 +70,11 @@ class WeightAverage:
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore the average from :meth:`state_dict`."""
         self.average.load_state_dict(state)
+
+
+def as_train_handler(average: WeightAverage) -> WeightAverage:
+    """``average`` itself, so that train.json can list the one ``weight_average`` item in ``train#handlers`` as a
+    ``{"_target_": ...}`` entry: MONAI's workflow checks and MONAI Label (which inserts a ``CheckpointLoader`` at
+    the front of that list) expect every handler entry to be such a dict, so a position such as
+    ``@train#handlers#0`` cannot name it."""
+    return average

@@ -7,6 +7,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import ROOT
+from monai.bundle import ConfigParser
 from torch import nn
 
 from scripts.averaging import WeightAverage
@@ -54,3 +56,17 @@ def test_momentum_one_keeps_a_copy_and_state_round_trips() -> None:
 def test_bad_momentum_names_the_key_and_the_fix(momentum: object) -> None:
     with pytest.raises(BundleInputError, match="ema_momentum.*--ema_momentum 0.01"):
         WeightAverage(nn.Linear(1, 1), momentum=momentum)  # type: ignore[arg-type]
+
+
+def test_train_json_finds_the_average_when_a_handler_is_inserted_first() -> None:
+    """MONAI Label puts a CheckpointLoader at the front of train#handlers; the average must stay the average."""
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "train.json"))
+    parser["features"] = [4, 8, 8, 8, 8]
+    parser["device"] = "$torch.device('cpu')"
+    handlers = parser["train"]["handlers"]
+    parser["train#handlers"] = [{"_target_": "monai.handlers.StatsHandler", "iteration_log": False}, *handlers]
+    average = parser.get_parsed_content("weight_average")
+    assert isinstance(average, WeightAverage)
+    assert parser.get_parsed_content("validate#evaluator#network") is average.average
+    assert any(h is average for h in parser.get_parsed_content("train#handlers"))
