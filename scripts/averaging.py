@@ -26,8 +26,9 @@ class WeightAverage:
     """Ignite handler: after each training iteration ``average = (1 - m) * average + m * weights``.
 
     ``m`` is ``max(momentum, 1 / iteration)``: the first iteration copies the weights and the first ``1 / momentum``
-    iterations form their plain mean, so a short training is not pulled towards the initial weights. ``momentum``
-    1 (train.json's default) keeps an exact copy of the weights: no averaging. ``m`` depends
+    iterations form their plain mean, so a short training is not pulled towards the initial weights. With
+    ``momentum`` 1 (train.json's default: no averaging) ``average`` is the network itself, so there is no second
+    model and no work per step. ``m`` depends
     only on the trainer's iteration count, so a resumed training (``TrainingCheckpoint`` saves this handler's
     state) continues exactly as an unbroken one. Floating-point buffers (batch-norm running statistics) are
     averaged the same way, integer ones copied. ``ignite.handlers.EMAHandler`` does the same with a fixed
@@ -35,10 +36,11 @@ class WeightAverage:
 
     Args:
         network: the trained network (a ``DistributedDataParallel`` wrapper is unwrapped).
-        momentum: weight of the newest step, in (0, 1]; 1 keeps a plain copy of the weights (no averaging).
+        momentum: weight of the newest step, in (0, 1]; 1 means no averaging.
 
     Attributes:
-        average: the averaged copy of ``network`` (eval mode, no gradients), on the same device.
+        average: the averaged copy of ``network`` (eval mode, no gradients), on the same device; with ``momentum``
+            1 the (unwrapped) network itself.
     """
 
     def __init__(self, network: nn.Module, momentum: float = 0.01) -> None:
@@ -46,11 +48,14 @@ class WeightAverage:
         if self.momentum > 1.0:
             raise BundleInputError("ema_momentum", f"must be at most 1, got {momentum!r}", "pass e.g. --ema_momentum 0.01 (1 = no averaging)")
         self.network = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
-        self.average = deepcopy(self.network).eval().requires_grad_(False)
+        averaging = self.momentum < 1.0
+        self.average = deepcopy(self.network).eval().requires_grad_(False) if averaging else self.network
 
     def attach(self, engine: Engine) -> None:
-        """Update the average at every ``ITERATION_COMPLETED`` of ``engine`` (the trainer)."""
-        engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
+        """Update the average at every ``ITERATION_COMPLETED`` of ``engine`` (the trainer); nothing to do without
+        averaging."""
+        if self.average is not self.network:
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self.update)
 
     @torch.no_grad()
     def update(self, engine: Engine) -> None:

@@ -39,11 +39,12 @@ def test_average_starts_as_a_plain_mean_then_decays() -> None:
     assert not average.average.training and not any(p.requires_grad for p in average.average.parameters())
 
 
-def test_momentum_one_keeps_a_copy_and_state_round_trips() -> None:
+def test_momentum_one_follows_the_weights_and_state_round_trips() -> None:
     network = nn.Sequential()
     network.add_module("conv", nn.Conv2d(1, 2, 3))
     network.add_module("bn", nn.BatchNorm2d(2))
     average = WeightAverage(network, momentum=1.0)
+    assert average.average is network  # no averaging: no second model to keep in step
     _step(average, network, 1, 3.0)
     _step(average, network, 2, 5.0)
     assert all(torch.equal(a, b) for a, b in zip(average.average.state_dict().values(), network.state_dict().values()))
