@@ -109,6 +109,40 @@ def score_instances(seg: str, labels: str, z_start: int = 0, z_stop: int | None 
     return score_instance_files(seg, labels, z_start, z_stop)
 
 
+def _folders(patterns: tuple[str, ...] | str) -> list[str]:
+    """Folders named by ``patterns`` (each a folder, a comma-separated list or a glob such as runs/cv/fold*), in
+    sorted order within each glob; a glob that matches nothing is an error."""
+    import glob
+
+    from scripts.errors import BundleInputError
+
+    names = [part for pattern in ([patterns] if isinstance(patterns, str) else patterns) for part in str(pattern).split(",")]
+    folders: list[str] = []
+    for name in filter(None, names):
+        matches = sorted(glob.glob(name)) if glob.has_magic(name) else [name]
+        if not matches:
+            raise BundleInputError(name, "matches no folder", "give evaluate.json output folders, e.g. 'runs/cv/fold*'")
+        folders.extend(matches)
+    return folders
+
+
+def pool_scores(*evaluations: str) -> dict:
+    """V_rand, V_info and Dice over the sections of several evaluate.json output folders taken together, e.g. the
+    held-out folds of a cross-validation: ``python -m bundle pool_scores 'runs/cv/fusionnet_fold*'``."""
+    from scripts.evaluation import pooled_scores
+
+    return pooled_scores(_folders(evaluations))
+
+
+def compare_scores(evaluations: str, baseline: str, resamples: int = 2000, seed: int = 0) -> dict:
+    """Pooled scores of one model's evaluations against a baseline's on the same sections, with a paired bootstrap
+    over sections (95% interval of each difference, share of draws won): e.g.
+    ``python -m bundle compare_scores 'runs/cv/fusionnet_fold*' 'runs/cv/basicunet_fold*'``."""
+    from scripts.evaluation import compare_pooled
+
+    return compare_pooled(_folders(evaluations), _folders(baseline), resamples=int(resamples), seed=int(seed))
+
+
 def benchmark(
     json: bool = False, sections: int = 2, size: int = 512, roi: int = 256, full_width: bool = True, tiny: bool = False,
     device: str = "cpu",
@@ -163,6 +197,8 @@ COMMANDS = {
     "train": train,
     "evaluate": evaluate,
     "score_instances": score_instances,
+    "pool_scores": pool_scores,
+    "compare_scores": compare_scores,
     "benchmark": benchmark,
     "benchmark_scoring": benchmark_scoring,
     "benchmark_streaming": benchmark_streaming,

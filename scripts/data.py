@@ -165,15 +165,41 @@ def _check_fraction(val_fraction: float) -> None:
         raise BundleInputError("val_fraction", f"must be in [0, 1), got {val_fraction}", "pass e.g. --val_fraction 0.2")
 
 
+def held_out_block(n_sections: int, val_fraction: float = 0.2, val_fold: int = -1) -> slice:
+    """The contiguous block of sections held out for validation, as a slice of ``range(n_sections)``.
+
+    The ``n_sections`` split into blocks of ``ceil(val_fraction * n_sections)``; ``val_fold`` -1 holds out the last
+    that many sections, 0, 1, ... the first, second, ... block (cross-validation folds: for 20 sections and 0.2,
+    folds 0-4 hold out sections 0-3, 4-7, ..., 16-19). ``val_fraction`` 0 holds out nothing.
+    """
+    _check_fraction(val_fraction)
+    n_val = math.ceil(float(val_fraction) * n_sections)
+    if n_val == 0:
+        return slice(n_sections, n_sections)
+    folds = math.ceil(n_sections / n_val)
+    if int(val_fold) == -1:
+        return slice(n_sections - n_val, n_sections)
+    if not 0 <= int(val_fold) < folds:
+        raise BundleInputError(
+            "val_fold",
+            f"must be -1 (the last {n_val} sections) or a fold 0..{folds - 1} ({n_sections} sections in blocks of "
+            f"{n_val}), got {val_fold}",
+            f"pass --val_fold between 0 and {folds - 1}, or -1",
+        )
+    start = int(val_fold) * n_val
+    return slice(start, min(start + n_val, n_sections))
+
+
 def split_sections(
-    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "membrane"
+    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "membrane", val_fold: int = -1
 ) -> dict[str, list[dict]]:
-    """Read a labelled dataset as 2D sections and hold out the last ones for validation.
+    """Read a labelled dataset as 2D sections and hold out a contiguous block of them for validation.
 
     Each item is ``{"image": (1, Y, X) array, "label": (1, Y, X) array, "name": "file.tif[z]"}``.
-    Without a "validation" list in a datalist JSON, the last ``ceil(val_fraction * n)`` of the ``n`` sections
-    (in file order, then section order) are held out: for one ISBI stack of 20 sections and 0.2 that is
-    sections 16-19, a contiguous block, so neighbouring sections do not leak between the two sets.
+    Without a "validation" list in a datalist JSON, the sections (in file order, then section order) split into
+    blocks of ``ceil(val_fraction * n)`` and :func:`held_out_block` picks the one held out: by default
+    (``val_fold`` -1) the last, for one ISBI stack of 20 sections and 0.2 sections 16-19. A contiguous block keeps
+    most neighbouring sections on one side; only the sections next to it border the other set.
 
     ``target`` "membrane" checks that labels are binary-like (ISBI); other targets take any labels.
 
@@ -183,15 +209,20 @@ def split_sections(
     pairs = find_labelled_pairs(dataset_dir)
     training = _sections(pairs["training"], target)
     if pairs["validation"]:
+        if int(val_fold) != -1:
+            raise BundleInputError(
+                dataset_dir, "names its validation sections, so --val_fold has nothing to choose", "drop --val_fold"
+            )
         return {"training": training, "validation": _sections(pairs["validation"], target)}
-    n_val = math.ceil(float(val_fraction) * len(training))
+    block = held_out_block(len(training), val_fraction, val_fold)
+    n_val = block.stop - block.start
     if n_val >= len(training):
         raise BundleInputError(
             dataset_dir,
             f"only {len(training)} labelled section(s), too few to hold out {n_val} for validation",
             "add labelled sections or lower --val_fraction (0 disables validation)",
         )
-    return {"training": training[: len(training) - n_val], "validation": training[len(training) - n_val :]}
+    return {"training": training[: block.start] + training[block.stop :], "validation": training[block]}
 
 
 def image_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
@@ -200,15 +231,20 @@ def image_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
 
 
 def split_volumes(
-    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "boundaries"
+    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "boundaries", val_fold: int = -1
 ) -> dict[str, list[dict]]:
     """Read labelled stacks as 3D volumes; hold out the last ``ceil(val_fraction * Z)`` sections of each.
 
     Each item is ``{"image": (1, Z, Y, X) array, "label": (1, Z, Y, X) array, "name": "file.tif[z0:z1]"}``; a
     datalist JSON's "validation" list is used whole instead. For the 250^3 FIB-SEM cube and 0.2 the held-out
-    sub-cube is z = 200..249.
+    sub-cube is z = 200..249. Only the last block is held out (``val_fold`` -1): another fold would cut each
+    training volume in two.
     """
     _check_fraction(val_fraction)
+    if int(val_fold) != -1:
+        raise BundleInputError(
+            "val_fold", f"is {val_fold}, but 3D volumes hold out only their last sections", "drop --val_fold for 3D"
+        )
     pairs = find_labelled_pairs(dataset_dir)
 
     def item(pair: dict[str, str], image: np.ndarray, label: np.ndarray, z0: int, z1: int) -> dict:
@@ -241,20 +277,26 @@ def labelled_items(
     val_fraction: float = 0.2,
     target: str = "membrane",
     spatial_dims: int = 2,
+    val_fold: int = -1,
 ) -> list[dict]:
     """Labelled items to score: 2D sections (``spatial_dims`` 2) or volumes (3); "all" of them, or the
-    "training"/"validation" part of :func:`split_sections` / :func:`split_volumes`."""
+    "training"/"validation" part of :func:`split_sections` / :func:`split_volumes` (``val_fold`` picks the
+    cross-validation fold)."""
     if subset not in ("all", "training", "validation"):
         raise BundleInputError("subset", f"unknown value {subset!r}", "use all, training or validation")
     if subset == "all":
         return split_labelled(dataset_dir, 0.0, target, spatial_dims)["training"]
-    return split_labelled(dataset_dir, val_fraction, target, spatial_dims)[subset]
+    return split_labelled(dataset_dir, val_fraction, target, spatial_dims, val_fold)[subset]
 
 
 def split_labelled(
-    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "membrane", spatial_dims: int = 2
+    dataset_dir: str | os.PathLike,
+    val_fraction: float = 0.2,
+    target: str = "membrane",
+    spatial_dims: int = 2,
+    val_fold: int = -1,
 ) -> dict[str, list[dict]]:
     """:func:`split_sections` for a 2D network, :func:`split_volumes` for a 3D one."""
     if spatial_dims not in (2, 3):
         raise BundleInputError("spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)")
-    return (split_sections if spatial_dims == 2 else split_volumes)(dataset_dir, val_fraction, target)
+    return (split_sections if spatial_dims == 2 else split_volumes)(dataset_dir, val_fraction, target, val_fold)

@@ -56,6 +56,8 @@ __all__ = [
     "rand_info_scores",
     "threshold_segments",
     "isbi_scores",
+    "mean_over_sections",
+    "best_of_curve",
     "ISBIMetric",
     "VRandMetric",
     "VInfoMetric",
@@ -270,7 +272,7 @@ def _section_curves(
     return v_rand, v_info
 
 
-def _mean_over_sections(scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+def mean_over_sections(scores: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
     """Weighted mean of ``scores`` (R, T) over the rows that are not NaN; NaN where no row is valid."""
     w = np.ones(scores.shape[0]) if weights is None else np.asarray(weights, dtype=np.float64)
     valid = ~np.isnan(scores) & (w[:, None] > 0)
@@ -280,7 +282,7 @@ def _mean_over_sections(scores: np.ndarray, weights: np.ndarray | None = None) -
         return np.where(total > 0, summed / np.maximum(total, 1e-300), np.nan)
 
 
-def _best(curve: np.ndarray, thresholds: Sequence[float]) -> tuple[float, float]:
+def best_of_curve(curve: np.ndarray, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> tuple[float, float]:
     """``(max of curve, smallest threshold reaching it)``; ``(nan, nan)`` if the curve is all NaN."""
     if np.isnan(curve).all():
         return float("nan"), float("nan")
@@ -305,9 +307,9 @@ def isbi_scores(
     """
     thresholds = [float(t) for t in thresholds]
     v_rand, v_info = _section_curves(prob_stack, label_stack, thresholds)
-    curve_rand, curve_info = _mean_over_sections(v_rand), _mean_over_sections(v_info)
-    best_rand, t_rand = _best(curve_rand, thresholds)
-    best_info, t_info = _best(curve_info, thresholds)
+    curve_rand, curve_info = mean_over_sections(v_rand), mean_over_sections(v_info)
+    best_rand, t_rand = best_of_curve(curve_rand, thresholds)
+    best_info, t_info = best_of_curve(curve_info, thresholds)
     return {
         "v_rand": best_rand,
         "v_info": best_info,
@@ -369,7 +371,7 @@ class ISBIMetric(CumulativeIterationMetric):
             scores = v_rand if self.score == "rand" else v_info
             n_valid = int((~np.isnan(scores[:, 0])).sum())
             self._section_counts.append(n_valid)
-            rows.append(_mean_over_sections(scores))
+            rows.append(mean_over_sections(scores))
         return torch.as_tensor(np.stack(rows), dtype=torch.float64, device=y_pred.device)
 
     def aggregate_curve(self) -> torch.Tensor:
@@ -380,15 +382,15 @@ class ISBIMetric(CumulativeIterationMetric):
         scores = buffer.detach().cpu().double().numpy().reshape(-1, len(self.thresholds))
         # weights = sections per item; fall back to equal weights if the buffer was gathered from other processes
         weights = np.asarray(self._section_counts) if len(self._section_counts) == scores.shape[0] else None
-        return torch.as_tensor(_mean_over_sections(scores, weights), dtype=torch.float64)
+        return torch.as_tensor(mean_over_sections(scores, weights), dtype=torch.float64)
 
     def best_threshold(self) -> float:
         """The smallest threshold reaching the maximum of :meth:`aggregate_curve` (NaN if nothing was scored)."""
-        return _best(self.aggregate_curve().numpy(), self.thresholds)[1]
+        return best_of_curve(self.aggregate_curve().numpy(), self.thresholds)[1]
 
     def aggregate(self) -> torch.Tensor:  # type: ignore[override]
         """Maximum over the thresholds of the section-averaged score, a scalar float64 tensor (NaN if no cell)."""
-        return torch.tensor(_best(self.aggregate_curve().numpy(), self.thresholds)[0], dtype=torch.float64)
+        return torch.tensor(best_of_curve(self.aggregate_curve().numpy(), self.thresholds)[0], dtype=torch.float64)
 
 
 class VRandMetric(ISBIMetric):

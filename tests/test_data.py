@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from scripts.data import find_images, find_labelled_pairs, labelled_items, split_sections
+from scripts.data import find_images, find_labelled_pairs, held_out_block, labelled_items, split_sections, split_volumes
 from scripts.errors import BundleInputError
 from scripts.io import write_tiff
 
@@ -62,6 +62,8 @@ def test_datalist_json_with_its_own_validation(tmp_path: Path) -> None:
     split = split_sections(tmp_path / "datalist.json", 0.2)
     assert len(split["training"]) == 3 and len(split["validation"]) == 3
     assert split["validation"][0]["name"] == "b.tif[0]"
+    with pytest.raises(BundleInputError, match="names its validation sections"):
+        split_sections(tmp_path / "datalist.json", 0.2, val_fold=0)
 
 
 def test_last_sections_are_held_out(tmp_path: Path) -> None:
@@ -75,6 +77,45 @@ def test_last_sections_are_held_out(tmp_path: Path) -> None:
     np.testing.assert_array_equal(split["training"][3]["image"][0], image[3])
     assert len(labelled_items(tmp_path, "all")) == 20
     assert len(labelled_items(tmp_path, "validation", 0.2)) == 4
+
+
+def test_cross_validation_folds_hold_out_each_block(tmp_path: Path) -> None:
+    image, label = _stack(20)
+    write_tiff(tmp_path / "x-volume.tif", image)
+    write_tiff(tmp_path / "x-labels.tif", label)
+    held_out = []
+    for fold in range(5):
+        split = split_sections(tmp_path, 0.2, val_fold=fold)
+        validation = [int(s["name"].split("[")[1][:-1]) for s in split["validation"]]
+        training = [int(s["name"].split("[")[1][:-1]) for s in split["training"]]
+        assert validation == list(range(4 * fold, 4 * fold + 4))
+        assert training == [z for z in range(20) if z not in validation]
+        held_out += validation
+    assert held_out == list(range(20))  # every section is held out exactly once
+    np.testing.assert_array_equal(split_sections(tmp_path, 0.2, val_fold=1)["validation"][0]["image"][0], image[4])
+    assert [s["name"] for s in labelled_items(tmp_path, "validation", 0.2, val_fold=0)] == [
+        f"x-volume.tif[{z}]" for z in range(4)
+    ]
+
+
+def test_fold_blocks_and_bad_folds() -> None:
+    assert held_out_block(20, 0.2) == slice(16, 20) == held_out_block(20, 0.2, 4)
+    assert held_out_block(10, 0.3, 3) == slice(9, 10)  # the last of 4 blocks of 3 is short
+    assert held_out_block(10, 0.3) == slice(7, 10)  # the default keeps the last 3 sections
+    assert held_out_block(10, 0.0) == slice(10, 10)
+    with pytest.raises(BundleInputError, match=r"a fold 0..4 \(20 sections in blocks of 4\), got 5"):
+        held_out_block(20, 0.2, 5)
+    with pytest.raises(BundleInputError, match="val_fold"):
+        held_out_block(20, 0.2, -2)
+
+
+def test_volumes_hold_out_only_their_last_block(tmp_path: Path) -> None:
+    image, label = _stack(10)
+    write_tiff(tmp_path / "x-volume.tif", image)
+    write_tiff(tmp_path / "x-labels.tif", label)
+    assert split_volumes(tmp_path, 0.2, val_fold=-1)["validation"][0]["name"] == "x-volume.tif[8:10]"
+    with pytest.raises(BundleInputError, match="3D volumes hold out only their last sections"):
+        split_volumes(tmp_path, 0.2, val_fold=0)
 
 
 def test_missing_and_empty_folders(tmp_path: Path) -> None:
