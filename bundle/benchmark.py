@@ -122,10 +122,11 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 def _inference_run(
     features: Sequence[int], variant: str, sections: int, size: int, roi: int, overlap: float, tta: bool,
-    sw_batch_size: int = 4, device: str = "cpu",
+    sw_batch_size: int | str = "auto", device: str = "cpu", passes: int = 2,
 ) -> dict[str, float]:
-    """One variant in this process: seconds per section, GFLOP counted, peak memory (RSS on the CPU, allocated
-    GPU memory on CUDA)."""
+    """One variant in this process: seconds per section (the fastest of ``passes`` timed passes over the
+    sections, since noise on shared machines only ever adds time), GFLOP counted, peak memory (RSS on the CPU,
+    allocated GPU memory on CUDA)."""
     from scripts.fusionnet import FusionNet
     from scripts.inferers import MembraneInferer, prepare_network
 
@@ -148,10 +149,13 @@ def _inference_run(
         inferer(x[:, :, :1], network)  # warm-up (and compilation)
         synchronize(dev)
         warm = time.perf_counter() - warm
-        start = time.perf_counter()
-        inferer(x, network)
-        synchronize(dev)
-        seconds = (time.perf_counter() - start) / sections
+        times = []
+        for _ in range(passes):
+            start = time.perf_counter()
+            inferer(x, network)
+            synchronize(dev)
+            times.append(time.perf_counter() - start)
+        seconds = min(times) / sections
         flops = count_flops(lambda: inferer(x[:, :, :1], network)) if "compile" not in variant else float("nan")
     if dev.type == "cuda":
         memory = torch.cuda.max_memory_allocated(dev) / 2**20
@@ -308,7 +312,7 @@ def run_benchmark(
     plan = inference_plan(widths, variants or (CUDA_VARIANTS if cuda else VARIANTS), native, size, roi, overlap, cuda)
     for name, features, variant, r, o, tta in plan:
         r = min(r, size)
-        args = (tuple(features), variant, sections, size, r, o, tta, int(defaults["sw_batch_size"]), device)
+        args = (tuple(features), variant, sections, size, r, o, tta, defaults["sw_batch_size"], device)
         row = _inference_run(*args) if cuda else in_fresh_process(_inference_run, *args)
         gflops = row["gflop_per_section"] / row["seconds_per_section"]
         row.update(

@@ -331,7 +331,7 @@ class StreamingSegmenter:
             sections = stack.read(start, stop).astype(np.float32, copy=False)
             return normalize_sections(sections)[None, None].to(self.device)
 
-        roi, kwargs = self.inferer.window_settings(stack.shape)
+        roi, kwargs = self.inferer.window_settings(stack.shape, self.device)
         predictor = self.inferer.predictor(self.network, self.device)
         with torch.inference_mode(), stack:
             planes = sliding_window_planes(read, stack.shape, roi, predictor=predictor, device=self.device, **kwargs)

@@ -72,6 +72,7 @@ def test_benchmark_follows_inference_json(tmp_path: Path) -> None:
     """The shipped width and the default variant come from configs/inference.json, not from a copy."""
     settings = json.loads(INFERENCE_CONFIG.read_text())
     assert inference_defaults()["features"] == settings["features"]
+    assert inference_defaults()["sw_batch_size"] == settings["sw_batch_size"] == "auto"  # per device, as inference
     config = tmp_path / "inference.json"
     for overrides, native, expected in [
         ({"precision": "auto"}, True, LAYOUT + "+bf16"),

@@ -133,6 +133,21 @@ def test_slices_are_independent() -> None:
     torch.testing.assert_close(whole[:, :, 1], alone, atol=1e-5, rtol=1e-5)
 
 
+def test_windows_per_call_follow_the_device() -> None:
+    """sw_batch_size "auto" (the configs' default) gives one window per call on a CPU and four on a GPU; a number
+    is used as given on either."""
+    auto = MembraneInferer(roi_size=(32, 32))
+    assert auto.window_settings((64, 64))[1]["sw_batch_size"] == 1
+    assert auto.window_settings((64, 64), torch.device("cuda"))[1]["sw_batch_size"] == 4
+    assert MembraneInferer(roi_size=(32, 32), sw_batch_size=3).window_settings((64, 64), "cuda")[1]["sw_batch_size"] == 3
+    net = FusionNet(features=(4, 8, 8, 8, 8)).eval()
+    calls = []
+    net.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
+    with torch.no_grad():
+        auto(torch.rand(1, 1, 64, 64), net)
+    assert calls == [1] * 9  # 3 x 3 windows of 32 with overlap 0.25, one per call
+
+
 @pytest.mark.parametrize(
     "kwargs,match",
     [
@@ -140,6 +155,7 @@ def test_slices_are_independent() -> None:
         ({"roi_size": (32,)}, "roi_size"),
         ({"roi_size": (32, 32), "overlap": 1.0}, "overlap"),
         ({"roi_size": (32, 32), "sw_batch_size": 0}, "sw_batch_size"),
+        ({"roi_size": (32, 32), "sw_batch_size": "many"}, "sw_batch_size"),
         ({"roi_size": (32, 32), "precision": "int8"}, "precision"),
     ],
 )
