@@ -28,10 +28,9 @@ class WeightAverage:
     ``m`` is ``max(momentum, 1 / iteration)``: the first iteration copies the weights and the first ``1 / momentum``
     iterations form their plain mean, so a short training is not pulled towards the initial weights. With
     ``momentum`` 1 (train.json's default: no averaging) ``average`` is the network itself, so there is no second
-    model and no work per step. ``m`` depends
-    only on the trainer's iteration count, so a resumed training (``TrainingCheckpoint`` saves this handler's
-    state) continues exactly as an unbroken one. Floating-point buffers (batch-norm running statistics) are
-    averaged the same way, integer ones copied. ``ignite.handlers.EMAHandler`` does the same with a fixed
+    model and no work per step. ``m`` depends only on the trainer's iteration count, so a resumed training
+    (``TrainingCheckpoint`` saves this handler's state) continues exactly as an unbroken one. Floating-point
+    buffers (batch-norm running statistics) are averaged the same way, integer ones copied. ``ignite.handlers.EMAHandler`` does the same with a fixed
     momentum or a warm-up that restarts on resume, hence this class.
 
     Args:

@@ -21,6 +21,7 @@ import numpy as np
 
 from .errors import BundleInputError
 from .io import image_stem, image_suffix, read_stack, require_volume
+from .settings import integer
 
 VOLUME_TAG = "-volume"
 LABELS_TAG = "-labels"
@@ -173,20 +174,21 @@ def held_out_block(n_sections: int, val_fraction: float = 0.2, val_fold: int = -
     folds 0-4 hold out sections 0-3, 4-7, ..., 16-19). ``val_fraction`` 0 holds out nothing.
     """
     _check_fraction(val_fraction)
+    fold = integer(val_fold, "val_fold", -1, 0)
     n_val = math.ceil(float(val_fraction) * n_sections)
     if n_val == 0:
         return slice(n_sections, n_sections)
     folds = math.ceil(n_sections / n_val)
-    if int(val_fold) == -1:
+    if fold == -1:
         return slice(n_sections - n_val, n_sections)
-    if not 0 <= int(val_fold) < folds:
+    if not 0 <= fold < folds:
         raise BundleInputError(
             "val_fold",
             f"must be -1 (the last {n_val} sections) or a fold 0..{folds - 1} ({n_sections} sections in blocks of "
             f"{n_val}), got {val_fold}",
             f"pass --val_fold between 0 and {folds - 1}, or -1",
         )
-    start = int(val_fold) * n_val
+    start = fold * n_val
     return slice(start, min(start + n_val, n_sections))
 
 
@@ -209,7 +211,7 @@ def split_sections(
     pairs = find_labelled_pairs(dataset_dir)
     training = _sections(pairs["training"], target)
     if pairs["validation"]:
-        if int(val_fold) != -1:
+        if integer(val_fold, "val_fold", -1, 0) != -1:
             raise BundleInputError(
                 dataset_dir, "names its validation sections, so --val_fold has nothing to choose", "drop --val_fold"
             )
@@ -241,7 +243,7 @@ def split_volumes(
     training volume in two.
     """
     _check_fraction(val_fraction)
-    if int(val_fold) != -1:
+    if integer(val_fold, "val_fold", -1, 0) != -1:
         raise BundleInputError(
             "val_fold", f"is {val_fold}, but 3D volumes hold out only their last sections", "drop --val_fold for 3D"
         )

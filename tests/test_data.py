@@ -107,6 +107,8 @@ def test_fold_blocks_and_bad_folds() -> None:
         held_out_block(20, 0.2, 5)
     with pytest.raises(BundleInputError, match="val_fold"):
         held_out_block(20, 0.2, -2)
+    with pytest.raises(BundleInputError, match="val_fold: must be an integer"):
+        held_out_block(20, 0.2, "last")
 
 
 def test_volumes_hold_out_only_their_last_block(tmp_path: Path) -> None:
