@@ -6,7 +6,6 @@ from __future__ import annotations
 import sys
 
 import fire
-
 from bundle.cli import COMMANDS
 from scripts.errors import find_input_error, print_error
 

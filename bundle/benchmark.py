@@ -80,13 +80,14 @@ def cuda_tf32(enabled: bool) -> Iterator[None]:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
-def matmul_peak(precision: str, device: torch.device = torch.device("cpu"), seconds: float = 1.5) -> float:
+def matmul_peak(precision: str, device: torch.device | None = None, seconds: float = 1.5) -> float:
     """Sustained GFLOP/s of an ``n x n`` matrix product in ``precision`` ("fp32", "bf16", or "tf32" on CUDA):
     the machine's practical peak.
 
     ``n`` doubles from 256 up to 2048 (8192 on a GPU) while one product takes under 0.05 s, so a dtype the CPU
     only emulates (bf16 on AVX2: about 0.3 GFLOP/s, two minutes for one 2048 product) is measured in seconds too.
     """
+    device = device or torch.device("cpu")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float32
     max_n = 8192 if device.type == "cuda" else 2048
     with cuda_tf32(precision == "tf32"):
@@ -121,8 +122,16 @@ def count_flops(fn: Callable[[], Any]) -> int:
 
 
 def _inference_run(
-    features: Sequence[int], variant: str, sections: int, size: int, roi: int, overlap: float, tta: bool,
-    sw_batch_size: int | str = "auto", device: str = "cpu", passes: int = 2,
+    features: Sequence[int],
+    variant: str,
+    sections: int,
+    size: int,
+    roi: int,
+    overlap: float,
+    tta: bool,
+    sw_batch_size: int | str = "auto",
+    device: str = "cpu",
+    passes: int = 2,
 ) -> dict[str, float]:
     """One variant in this process: seconds per section (the fastest of ``passes`` timed passes over the
     sections, since noise on shared machines only ever adds time), GFLOP counted, peak memory (RSS on the CPU,
@@ -176,8 +185,14 @@ def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
 
 
 def training_overhead(
-    features: Sequence[int], batch: int, patch: int, steps: int, precision: str = "bf16", channels_last: bool = True,
-    device: str = "cpu", rounds: int = 3,
+    features: Sequence[int],
+    batch: int,
+    patch: int,
+    steps: int,
+    precision: str = "bf16",
+    channels_last: bool = True,
+    device: str = "cpu",
+    rounds: int = 3,
 ) -> dict[str, float]:
     """Seconds per step of the bundle's Ignite ``SupervisedTrainer`` vs a bare PyTorch loop on identical batches
     (already on ``device``), both with train.json's memory format (``channels_last``); the fastest of ``rounds``
@@ -185,7 +200,6 @@ def training_overhead(
     from ignite.engine import Events
     from monai.engines import SupervisedTrainer
     from monai.losses import DiceCELoss
-
     from scripts.fusionnet import FusionNet
     from scripts.inferers import AutocastInferer, prepare_network
 
@@ -240,7 +254,12 @@ def training_overhead(
 
 
 def inference_plan(
-    widths: dict[str, Sequence[int]], variants: Sequence[str], native: bool, size: int, roi: int, overlap: float,
+    widths: dict[str, Sequence[int]],
+    variants: Sequence[str],
+    native: bool,
+    size: int,
+    roi: int,
+    overlap: float,
     cuda: bool = False,
 ) -> list[tuple[str, Sequence[int], str, int, float, bool]]:
     """Rows to measure: ``(width name, features, variant, roi, overlap, tta)``.
@@ -328,7 +347,9 @@ def run_benchmark(
     windowed = [r for r in report["inference"] if r["width"] == "shipped" and r["roi"] == min(roi, size)]
     seconds = {r["variant"]: r["seconds_per_section"] for r in windowed}
     base = next(r for r in windowed if r["variant"] == "fp32")
-    one_window = next(r for r in report["inference"] if r["width"] == "shipped" and r["roi"] == size and r["overlap"] == 0.0)
+    one_window = next(
+        r for r in report["inference"] if r["width"] == "shipped" and r["roi"] == size and r["overlap"] == 0.0
+    )
     tta_row = next(r for r in report["inference"] if r["variant"].endswith("+tta"))
     layout = default_variant(False)
 
@@ -385,9 +406,8 @@ def format_table(report: dict[str, Any]) -> str:
                                ("compile_speedup", "torch.compile speed-up of the default (after warm-up)"))
             if ratios.get(key)
         ),  # fmt: skip
-        f"training step ({train['precision']}, channels_last {train['channels_last']}): bare loop {train['bare_seconds_per_step']:.3f} s, Ignite SupervisedTrainer "
+        f"training step ({train['precision']}, channels_last {train['channels_last']}): "
+        f"bare loop {train['bare_seconds_per_step']:.3f} s, Ignite SupervisedTrainer "
         f"{train['ignite_seconds_per_step']:.3f} s, overhead {train['overhead_pct']:+.1f}%",
     ]
     return "\n".join(lines)
-
-

@@ -56,7 +56,6 @@ def run_streaming_benchmark(
     """
     import numpy as np
     import torch
-
     from scripts.fusionnet import FusionNet
     from scripts.io import write_tiff
 
@@ -100,7 +99,7 @@ def format_streaming(report: dict[str, Any]) -> str:
     short = report.get("short_sections", 1)
     lines = [
         f"stack {report['sections']} x {report['size']} x {report['size']} "
-        f"({report['volume_mb_float32']:.0f} MB as float32), {dims}D FusionNet width {report['features']}",
+        f"({report['volume_mb_float32']:.0f} MB as float32), {dims}D FusionNet width {report['features']}"
     ]
     lines += [f"{k:24} {v['seconds']:7.1f} s  peak RSS {v['peak_rss_mb']:7.0f} MB" for k, v in report["runs"].items()]
     lines.append(

@@ -11,6 +11,7 @@ from bundle.pack import pack
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = BUNDLE_ROOT / "configs"
+SAMPLE_DIR = str(BUNDLE_ROOT / "sample")
 METADATA_SCHEMA = BUNDLE_ROOT / "bundle" / "metadata_schema.json"
 
 
@@ -31,7 +32,6 @@ def check_override_keys(config_file: str | list[str], overrides: dict[str, Any])
     import difflib
 
     from monai.bundle import ConfigParser
-
     from scripts.errors import BundleInputError
 
     files = [config_file] if isinstance(config_file, str) else list(config_file)
@@ -75,7 +75,7 @@ def evaluate(**overrides: Any) -> None:
     _run_workflow("evaluate.json", overrides)
 
 
-def make_sample(output_dir: str = str(BUNDLE_ROOT / "sample"), sections: int = 6, size: int = 256, seed: int = 2026) -> str:
+def make_sample(output_dir: str = SAMPLE_DIR, sections: int = 6, size: int = 256, seed: int = 2026) -> str:
     """Write the synthetic EM sample (<output_dir>/em-volume.tif and em-labels.tif) that inference uses by default."""
     from scripts.io import write_tiff
     from scripts.synthetic import make_em_stack
@@ -116,7 +116,9 @@ def _folders(patterns: tuple[str, ...] | str) -> list[str]:
 
     from scripts.errors import BundleInputError
 
-    names = [part for pattern in ([patterns] if isinstance(patterns, str) else patterns) for part in str(pattern).split(",")]
+    names = [
+        part for pattern in ([patterns] if isinstance(patterns, str) else patterns) for part in str(pattern).split(",")
+    ]
     folders: list[str] = []
     for name in filter(None, names):
         matches = sorted(glob.glob(name)) if glob.has_magic(name) else [name]
@@ -144,7 +146,12 @@ def compare_scores(evaluations: str, baseline: str, resamples: int = 2000, seed:
 
 
 def benchmark(
-    json: bool = False, sections: int = 2, size: int = 512, roi: int = 256, full_width: bool = True, tiny: bool = False,
+    json: bool = False,
+    sections: int = 2,
+    size: int = 512,
+    roi: int = 256,
+    full_width: bool = True,
+    tiny: bool = False,
     device: str = "cpu",
 ) -> str:
     """Inference and training speed against this machine's measured matmul peak (table, or JSON with --json).
@@ -156,7 +163,6 @@ def benchmark(
     import json as json_module
 
     import torch
-
     from bundle.benchmark import default_variant, format_table, run_benchmark, with_bf16
     from scripts.errors import BundleInputError, as_bool
 
@@ -164,7 +170,9 @@ def benchmark(
         raise BundleInputError("--device", f"must be cpu or cuda, got {device!r}", "pass --device cpu or --device cuda")
     if device == "cuda" and not torch.cuda.is_available():
         raise BundleInputError("--device cuda", "no CUDA GPU is visible to PyTorch", "run without --device (CPU)")
-    options: dict = dict(sections=sections, size=size, roi=roi, full_width=as_bool(full_width, "full_width"), device=device)
+    options: dict = dict(
+        sections=sections, size=size, roi=roi, full_width=as_bool(full_width, "full_width"), device=device
+    )
     if as_bool(tiny, "tiny"):
         layout = default_variant(False)  # inference.json's layout, so the tiny run also has the default's rows
         options = dict(sections=1, size=64, roi=32, full_width=False, train_patch=32, train_batch=2, train_steps=2,

@@ -35,6 +35,8 @@ from scripts.errors import BundleInputError, as_bool
 from scripts.io import atomic_path
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
+DIST_DIR = str(BUNDLE_ROOT / "dist")
+ROOT_DIR = str(BUNDLE_ROOT)
 PACKED_FOLDERS = ("configs", "docs", "models", "sample", "scripts")
 PACKED_FILES = ("LICENSE",)
 REQUIRED_FILES = ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md", "LICENSE")
@@ -168,9 +170,9 @@ def _update_model_info(path: Path, key: str, entry: dict[str, str]) -> None:
 
 
 def pack(
-    output_dir: str = str(BUNDLE_ROOT / "dist"),
+    output_dir: str = DIST_DIR,
     source: str | None = None,
-    bundle_root: str = str(BUNDLE_ROOT),
+    bundle_root: str = ROOT_DIR,
     progress: bool = True,
     tracked_only: bool = True,
 ) -> dict[str, Any]:

@@ -150,11 +150,7 @@ class AnnotatedDataset(Dataset):
     """
 
     def __init__(
-        self,
-        data: Sequence,
-        transform: Callable | None = None,
-        target: str = "membrane",
-        spatial_dims: int = 2,
+        self, data: Sequence, transform: Callable | None = None, target: str = "membrane", spatial_dims: int = 2
     ) -> None:
         items: list = []
         for item in data:

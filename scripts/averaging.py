@@ -30,8 +30,8 @@ class WeightAverage:
     ``momentum`` 1 (train.json's default: no averaging) ``average`` is the network itself, so there is no second
     model and no work per step. ``m`` depends only on the trainer's iteration count, so a resumed training
     (``TrainingCheckpoint`` saves this handler's state) continues exactly as an unbroken one. Floating-point
-    buffers (batch-norm running statistics) are averaged the same way, integer ones copied. ``ignite.handlers.EMAHandler`` does the same with a fixed
-    momentum or a warm-up that restarts on resume, hence this class.
+    buffers (batch-norm running statistics) are averaged the same way, integer ones copied.
+    ``ignite.handlers.EMAHandler`` does the same with a fixed momentum or a warm-up that restarts on resume, hence this class.
 
     Args:
         network: the trained network (a ``DistributedDataParallel`` wrapper is unwrapped).
@@ -45,7 +45,11 @@ class WeightAverage:
     def __init__(self, network: nn.Module, momentum: float = 0.01) -> None:
         self.momentum = real(momentum, "ema_momentum", 0.01)
         if self.momentum > 1.0:
-            raise BundleInputError("ema_momentum", f"must be at most 1, got {momentum!r}", "pass e.g. --ema_momentum 0.01 (1 = no averaging)")
+            raise BundleInputError(
+                "ema_momentum",
+                f"must be at most 1, got {momentum!r}",
+                "pass e.g. --ema_momentum 0.01 (1 = no averaging)",
+            )
         self.network = network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
         averaging = self.momentum < 1.0
         self.average = deepcopy(self.network).eval().requires_grad_(False) if averaging else self.network

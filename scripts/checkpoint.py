@@ -23,7 +23,9 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        raise BundleInputError(path, f"is not a readable PyTorch checkpoint ({e})", "re-download or retrain model.pt") from e
+        raise BundleInputError(
+            path, f"is not a readable PyTorch checkpoint ({e})", "re-download or retrain model.pt"
+        ) from e
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -58,7 +60,7 @@ def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
         wanted = list(getattr(network, "features", [])) or None
         dims, wanted_dims = checkpoint_spatial_dims(state), getattr(network, "spatial_dims", None)
         if trained and trained != wanted:
-            fix = f"pass --features \"{trained}\" (the width it was trained with)"
+            fix = f'pass --features "{trained}" (the width it was trained with)'
             problem = f"was trained with features {trained}, but network_def has {wanted}"
         elif dims and wanted_dims and dims != wanted_dims:
             problem = f"holds a {dims}D network, but network_def is {wanted_dims}D"

@@ -91,7 +91,9 @@ def find_labelled_pairs(dataset_dir: str | os.PathLike) -> dict[str, list[dict[s
             label = labels.get(image_stem(image))
             if label is None:
                 raise BundleInputError(
-                    image, "has no label file of the same name in labels/", f"add labels/{image.name} or remove the image"
+                    image,
+                    "has no label file of the same name in labels/",
+                    f"add labels/{image.name} or remove the image",
                 )
             pairs.append({"image": str(image), "label": str(label)})
     else:
@@ -155,9 +157,7 @@ def _sections(pairs: list[dict[str, str]], target: str) -> list[dict]:
     for pair in pairs:
         image, label = _read_pair(pair, target)
         for z in range(image.shape[0]):
-            items.append(
-                {"image": image[z][None], "label": label[z][None], "name": f"{Path(pair['image']).name}[{z}]"}
-            )
+            items.append({"image": image[z][None], "label": label[z][None], "name": f"{Path(pair['image']).name}[{z}]"})
     return items
 
 
@@ -250,7 +250,11 @@ def split_volumes(
     pairs = find_labelled_pairs(dataset_dir)
 
     def item(pair: dict[str, str], image: np.ndarray, label: np.ndarray, z0: int, z1: int) -> dict:
-        return {"image": image[None, z0:z1], "label": label[None, z0:z1], "name": f"{Path(pair['image']).name}[{z0}:{z1}]"}
+        return {
+            "image": image[None, z0:z1],
+            "label": label[None, z0:z1],
+            "name": f"{Path(pair['image']).name}[{z0}:{z1}]",
+        }
 
     split: dict[str, list[dict]] = {"training": [], "validation": []}
     if pairs["validation"]:
@@ -266,7 +270,9 @@ def split_volumes(
         z = image.shape[0]
         cut = z - math.ceil(float(val_fraction) * z)
         if cut < 1:
-            raise BundleInputError(pair["image"], f"only {z} section(s), too few to hold out any", "lower --val_fraction")
+            raise BundleInputError(
+                pair["image"], f"only {z} section(s), too few to hold out any", "lower --val_fraction"
+            )
         split["training"].append(item(pair, image, label, 0, cut))
         if cut < z:
             split["validation"].append(item(pair, image, label, cut, z))
@@ -300,5 +306,7 @@ def split_labelled(
 ) -> dict[str, list[dict]]:
     """:func:`split_sections` for a 2D network, :func:`split_volumes` for a 3D one."""
     if spatial_dims not in (2, 3):
-        raise BundleInputError("spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)")
+        raise BundleInputError(
+            "spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)"
+        )
     return (split_sections if spatial_dims == 2 else split_volumes)(dataset_dir, val_fraction, target, val_fold)

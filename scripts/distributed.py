@@ -90,7 +90,9 @@ def shard(data: Sequence[Any]) -> list[Any]:
     return list(data)[rank() :: world_size()]
 
 
-def write_file_report(datalist: Sequence[dict[str, str]], output_dir: str | os.PathLike, name: str = "files.csv") -> Path:
+def write_file_report(
+    datalist: Sequence[dict[str, str]], output_dir: str | os.PathLike, name: str = "files.csv"
+) -> Path:
     """After every rank has finished, rank 0 writes ``<output_dir>/<name>``: one row per input image with the
     rank that segmented it and the result files found for it. Returns the report's path (on every rank).
 

@@ -11,10 +11,12 @@ class BundleInputError(ValueError):
     """Bad input (file, folder, shape, dtype, config value). The message names the culprit and the fix."""
 
     def __init__(self, what: str, problem: str, fix: str) -> None:
-        self.what = str(what)
-        self.problem = problem
-        self.fix = fix
-        super().__init__(f"{what}: {problem}. Fix: {fix}")
+        # all three go to ValueError's args, so the error pickles (DataLoader workers, Dask) and copies whole
+        super().__init__(str(what), problem, fix)
+        self.what, self.problem, self.fix = str(what), problem, fix
+
+    def __str__(self) -> str:
+        return f"{self.what}: {self.problem}. Fix: {self.fix}"
 
 
 # the last line of a worker's traceback text: "scripts.errors.BundleInputError: <what>: <problem>. Fix: <fix>"

@@ -47,7 +47,9 @@ def _read_raw(path: Path) -> tuple[list[str], np.ndarray]:
     return [row[0] for row in rows[1:]], scores
 
 
-def _per_section_tables(evaluations: Sequence[str | os.PathLike]) -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
+def _per_section_tables(
+    evaluations: Sequence[str | os.PathLike],
+) -> tuple[list[str], dict[str, np.ndarray], list[dict]]:
     """Section names, ``{metric: (sections, columns)}`` scores stacked over ``evaluations``, and each folder's
     own scores."""
     if not evaluations:
@@ -60,15 +62,23 @@ def _per_section_tables(evaluations: Sequence[str | os.PathLike]) -> tuple[list[
         for key, file_name in _RAW_FILES.items():
             sections, scores = _read_raw(folder / file_name)
             if folder_names is not None and sections != folder_names:
-                raise BundleInputError(folder / file_name, "lists other sections than v_rand_raw.csv", "re-run evaluate.json")
+                raise BundleInputError(
+                    folder / file_name, "lists other sections than v_rand_raw.csv", "re-run evaluate.json"
+                )
             if key != "mean_dice" and scores.shape[1] != len(DEFAULT_THRESHOLDS):
                 raise BundleInputError(
-                    folder / file_name, f"has {scores.shape[1]} thresholds, not {len(DEFAULT_THRESHOLDS)}", "re-run evaluate.json"
+                    folder / file_name,
+                    f"has {scores.shape[1]} thresholds, not {len(DEFAULT_THRESHOLDS)}",
+                    "re-run evaluate.json",
                 )
             folder_names = sections
             tables[key].append(scores)
         per_evaluation.append(
-            {"evaluation": str(folder), "sections": len(folder_names or []), **_scores({k: v[-1] for k, v in tables.items()})}
+            {
+                "evaluation": str(folder),
+                "sections": len(folder_names or []),
+                **_scores({k: v[-1] for k, v in tables.items()}),
+            }
         )
         names.extend(folder_names or [])
     return names, {key: np.concatenate(parts) for key, parts in tables.items()}, per_evaluation
@@ -161,7 +171,9 @@ def score_instance_files(
     truth = read_stack(labels_path).array
     if seg.shape != truth.shape:
         raise BundleInputError(
-            seg_path, f"shape {seg.shape} differs from the labels' {truth.shape} ({labels_path})", "score matching files"
+            seg_path,
+            f"shape {seg.shape} differs from the labels' {truth.shape} ({labels_path})",
+            "score matching files",
         )
     window = slice(int(z_start), None if z_stop is None else int(z_stop))
     seg, truth = seg[window], truth[window]

@@ -25,7 +25,13 @@ PAPER_FEATURES = (64, 128, 256, 512, 1024)
 
 
 def _conv3(
-    spatial_dims: int, cin: int, cout: int, act: str | tuple, norm: str | tuple, dropout: float | tuple | None, bias: bool
+    spatial_dims: int,
+    cin: int,
+    cout: int,
+    act: str | tuple,
+    norm: str | tuple,
+    dropout: float | tuple | None,
+    bias: bool,
 ) -> Convolution:
     """Same-size 3x3(x3) convolution -> normalization -> dropout -> activation."""
     return Convolution(spatial_dims, cin, cout, act=act, norm=norm, dropout=dropout, bias=bias)
@@ -117,10 +123,14 @@ class FusionNet(nn.Module):
             features = tuple(int(f) for f in features)
         except (TypeError, ValueError):
             raise BundleInputError(
-                "features", f"must be a list of 5 integers, got {features!r}", 'pass e.g. --features "[16, 32, 64, 128, 256]"'
+                "features",
+                f"must be a list of 5 integers, got {features!r}",
+                'pass e.g. --features "[16, 32, 64, 128, 256]"',
             ) from None
         if spatial_dims not in (2, 3):
-            raise BundleInputError("spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)")
+            raise BundleInputError(
+                "spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)"
+            )
         if len(features) != len(PAPER_FEATURES) or min(features) < 1:
             raise BundleInputError(
                 "features",

@@ -106,7 +106,6 @@ class H5Sections(OpenFileReader):
                 yield self.read(z, z + 1)[0]
 
 
-
 def write_h5_sections(
     path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype, name: str = "data"
 ) -> None:

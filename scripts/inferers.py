@@ -34,7 +34,9 @@ def roi_tuple(roi_size: Sequence[int] | int, spatial_dims: int) -> tuple[int, ..
         return tuple(int(r) for r in roi_size)
     except (TypeError, ValueError):
         raise BundleInputError(
-            "roi_size", f"must be a list of {spatial_dims} sizes, got {roi_size!r}", f"pass e.g. --roi_size {[256] * spatial_dims}"
+            "roi_size",
+            f"must be a list of {spatial_dims} sizes, got {roi_size!r}",
+            f"pass e.g. --roi_size {[256] * spatial_dims}",
         ) from None
 
 

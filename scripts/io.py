@@ -182,7 +182,9 @@ def read_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
         raise BundleInputError(path, "cannot be opened (permission denied)", fix) from e
     except Exception as e:  # the libraries raise many types for truncated or corrupt files
         raise BundleInputError(
-            path, f"cannot be read as an image ({type(e).__name__}: {e})", "the file is corrupt or truncated; re-export it"
+            path,
+            f"cannot be read as an image ({type(e).__name__}: {e})",
+            "the file is corrupt or truncated; re-export it",
         ) from e
     return array, spacing
 
@@ -203,7 +205,9 @@ def check_values(array: np.ndarray, path: str) -> None:
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating) or array.dtype == bool):
         raise BundleInputError(path, f"has unsupported dtype {array.dtype}", "save it as uint8, uint16 or float32")
     if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
-        raise BundleInputError(path, "contains NaN or Inf values", "replace them (e.g. with the mean intensity) before segmenting")
+        raise BundleInputError(
+            path, "contains NaN or Inf values", "replace them (e.g. with the mean intensity) before segmenting"
+        )
     if array.dtype.itemsize > 4 and np.issubdtype(array.dtype, np.floating) and array.size:
         peak = float(np.abs(array).max())
         if peak > float(np.finfo(np.float32).max):
@@ -215,13 +219,22 @@ def read_stack(path: str | os.PathLike) -> Stack:
     """Read a 2D image or 3D stack as ``(Z, Y, X)``; NIfTI ``(X, Y, Z)`` is transposed and restored on output."""
     array, spacing = read_array(path)
     path = str(path)
-    if array.ndim == 3 and array.shape[-1] in (3, 4) and image_suffix(path) not in NIFTI_SUFFIXES and array.shape[0] > 4:
+    if (
+        array.ndim == 3
+        and array.shape[-1] in (3, 4)
+        and image_suffix(path) not in NIFTI_SUFFIXES
+        and array.shape[0] > 4
+    ):
         raise BundleInputError(
-            path, f"looks like a colour (RGB/RGBA) image of shape {array.shape}", "convert it to single-channel grayscale"
+            path,
+            f"looks like a colour (RGB/RGBA) image of shape {array.shape}",
+            "convert it to single-channel grayscale",
         )
     if array.ndim not in (2, 3):
         raise BundleInputError(
-            path, f"has {array.ndim} dimensions (shape {array.shape}), expected a 2D section or a 3D stack", "save a single-channel 2D or 3D image"
+            path,
+            f"has {array.ndim} dimensions (shape {array.shape}), expected a 2D section or a 3D stack",
+            "save a single-channel 2D or 3D image",
         )
     check_values(array, path)
     if image_suffix(path) in NIFTI_SUFFIXES and array.ndim == 3:
@@ -240,7 +253,9 @@ def make_output_folder(folder: str | os.PathLike) -> Path:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as e:
-        raise BundleInputError(folder, f"output folder cannot be created ({e.strerror})", "choose a writable --output_dir") from e
+        raise BundleInputError(
+            folder, f"output folder cannot be created ({e.strerror})", "choose a writable --output_dir"
+        ) from e
     return folder
 
 

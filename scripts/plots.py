@@ -50,7 +50,9 @@ def save_overlay(image: np.ndarray, labels: np.ndarray, path: str, max_sections:
     _save(fig, path)
 
 
-def save_morphology_histograms(rows: list[dict], path: str, size_key: str = "area_px", shape_key: str = "solidity") -> None:
+def save_morphology_histograms(
+    rows: list[dict], path: str, size_key: str = "area_px", shape_key: str = "solidity"
+) -> None:
     """Histograms of cell size (``size_key``), equivalent diameter and shape (``shape_key``) from a cell table."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))

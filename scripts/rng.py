@@ -115,9 +115,7 @@ class RNGState:
                 "resume with the same training transforms (train#preprocessing) the checkpoint was written with",
             )
         gauss = state["python_gauss"].tolist()
-        random.setstate(
-            (int(state["python_version"]), tuple(state["python"].tolist()), gauss[0] if gauss else None)
-        )
+        random.setstate((int(state["python_version"]), tuple(state["python"].tolist()), gauss[0] if gauss else None))
         np.random.set_state(_numpy_tuple(state["numpy"]))
         torch.set_rng_state(state["torch"].cpu())
         if "cuda" in state and torch.cuda.is_available():

@@ -107,4 +107,3 @@ def check_training(
     if output_dir is not None:
         check_output_dir(output_dir)
     return True
-

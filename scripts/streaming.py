@@ -98,7 +98,6 @@ class TiffSections(OpenFileReader):
                 "save it as (Z, Y, X)",
             )
 
-
     def __len__(self) -> int:
         return self.shape[0] if len(self.shape) == 3 else 1
 
@@ -141,7 +140,6 @@ class TiffSections(OpenFileReader):
         sections = sections.reshape(stop - start, *self.shape[-2:])
         check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
         return sections
-
 
 
 def write_tiff_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype) -> None:

@@ -51,9 +51,7 @@ def run_workflow(config: str | list[str], **overrides: Any) -> None:
 def run_cli(*args: str, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python <args>`` from the bundle root in a fresh process, capturing output as text."""
     env = {k: v for k, v in os.environ.items() if k != "FUSIONNET_TRACEBACK"}
-    return subprocess.run(
-        [sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env
-    )
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def tiny_train_overrides(dataset_dir: Path, output_dir: Path) -> dict[str, Any]:

@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import tifffile
-
 from scripts.io import write_tiff
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -9,10 +9,9 @@ import pytest
 import torch
 from conftest import ROOT
 from monai.bundle import ConfigParser
-from torch import nn
-
 from scripts.averaging import WeightAverage
 from scripts.errors import BundleInputError
+from torch import nn
 
 
 def _step(average: WeightAverage, network: nn.Module, iteration: int, value: float) -> None:

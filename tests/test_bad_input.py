@@ -49,7 +49,6 @@ import pytest
 import tifffile
 import torch
 from conftest import run_cli, run_workflow
-
 from scripts.errors import BundleInputError, find_input_error
 from scripts.fusionnet import FusionNet
 from scripts.io import write_tiff
@@ -485,7 +484,8 @@ BAD_MODELS: dict[str, tuple[Callable[[Path], None], str]] = {
     "truncated": (_truncated_model, "not a readable PyTorch checkpoint"),
     "no-state-dict": (lambda p: torch.save([1, 2, 3], p), "does not hold a model state dict"),
     "other-architecture": (
-        lambda p: torch.save(torch.nn.Conv2d(1, 1, 3).state_dict(), p), "does not fit network_def (Missing key(s)"
+        lambda p: torch.save(torch.nn.Conv2d(1, 1, 3).state_dict(), p),
+        "does not fit network_def (Missing key(s)",
     ),
 }
 
@@ -572,3 +572,12 @@ def test_output_folder_that_cannot_be_created(
     error = _input_error(config, **overrides)
     assert error.what == str(out) and "output folder cannot be created" in error.problem
     assert "--output_dir" in error.fix
+
+
+def test_bundle_input_error_survives_pickling_whole() -> None:
+    """DataLoader workers and Dask send errors between processes by pickling them: the parts must come back."""
+    import pickle
+
+    error = pickle.loads(pickle.dumps(BundleInputError("a.tif", "is corrupt", "write it again")))
+    assert (error.what, error.problem, error.fix) == ("a.tif", "is corrupt", "write it again")
+    assert str(error) == "a.tif: is corrupt. Fix: write it again"

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from bundle.benchmark import (
     CUDA_VARIANTS,
     INFERENCE_CONFIG,
@@ -40,8 +39,8 @@ def test_tiny_benchmark_reports_every_figure(monkeypatch: pytest.MonkeyPatch) ->
 
     monkeypatch.setattr(scripts.inferers, "native_bf16", lambda device: False)
     report = run_benchmark(
-        sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16", LAYOUT, LAYOUT + "+bf16"), train_patch=32, train_batch=2,
-        train_steps=2, widths={"shipped": (4, 8, 8, 8, 8)},
+        sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16", LAYOUT, LAYOUT + "+bf16"),
+        train_patch=32, train_batch=2, train_steps=2, widths={"shipped": (4, 8, 8, 8, 8)},
     )  # fmt: skip
     assert report["peak_gflops"]["fp32"] > 0 and report["peak_gflops"]["bf16"] > 0
     assert {r["variant"] for r in report["inference"]} == {"fp32", LAYOUT, "fp32 +tta"}  # no emulated bf16 rows
@@ -50,7 +49,13 @@ def test_tiny_benchmark_reports_every_figure(monkeypatch: pytest.MonkeyPatch) ->
     assert report["machine"]["native_bf16"] is False and report["training"]["precision"] == "fp32"
     assert all(r["seconds_per_section"] > 0 and r["peak_memory_mb"] > 0 for r in report["inference"])
     assert report["ratios"]["sliding_window_flop_waste"] > 1.0
-    assert set(report["training"]) == {"precision", "channels_last", "bare_seconds_per_step", "ignite_seconds_per_step", "overhead_pct"}
+    assert set(report["training"]) == {
+        "precision",
+        "channels_last",
+        "bare_seconds_per_step",
+        "ignite_seconds_per_step",
+        "overhead_pct",
+    }
     assert "measured matmul peak" in format_table(report)
 
 
@@ -94,7 +99,10 @@ def test_cuda_plan_adds_tf32_and_compile_rows() -> None:
         assert {(width, "fp32"), (width, "tf32"), (width, "bf16"), (width, LAYOUT + "+bf16")} <= rows
     assert ("shipped", LAYOUT + "+bf16+compile") in rows
     assert [precision_of(v) for v in ("fp32", "tf32", LAYOUT + "+tf32", LAYOUT + "+bf16+compile")] == [
-        "fp32", "tf32", "tf32", "bf16"
+        "fp32",
+        "tf32",
+        "tf32",
+        "bf16",
     ]
 
 

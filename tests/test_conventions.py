@@ -85,7 +85,9 @@ def test_yaml_config_list_on_the_command_line_equals_the_same_keys_as_flags(tmp_
 def test_evaluation_scores_what_inference_runs() -> None:
     """evaluate.json runs the network exactly as inference.json does (width, precision, folding, layout, windows),
     so its scores describe what users get; inference is bf16 where the CPU or GPU computes it natively ("auto")."""
-    inference, evaluation = (json.loads((ROOT / "configs" / name).read_text()) for name in ("inference.json", "evaluate.json"))
+    inference, evaluation = (
+        json.loads((ROOT / "configs" / name).read_text()) for name in ("inference.json", "evaluate.json")
+    )
     keys = ("features", "precision", "fold_batch_norm", "channels_last", "roi_size", "overlap", "tta")
     assert {k: evaluation[k] for k in keys} == {k: inference[k] for k in keys}
     assert inference["precision"] == "auto"

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from scripts.data import find_images, find_labelled_pairs, held_out_block, labelled_items, split_sections, split_volumes
 from scripts.errors import BundleInputError
 from scripts.io import write_tiff

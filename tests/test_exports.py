@@ -12,7 +12,6 @@ import tifffile
 import torch
 from conftest import ROOT, run_cli, workflow
 from sample_crop import CROP_OVERRIDES, write_sample_crop
-
 from scripts.checkpoint import is_torchscript, load_network, load_weights
 from scripts.errors import BundleInputError
 from scripts.fusionnet import FusionNet

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from scripts.fusionnet import FusionNet
 
 TINY = (4, 8, 16, 32, 64)

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from scripts.instances import segment_cells
 from scripts.morphology import COLUMNS_2D, COLUMNS_3D, cell_table, write_cell_table
 

@@ -8,7 +8,6 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
-
 from scripts.errors import BundleInputError
 from scripts.io import image_stem, read_stack, to_file_order, write_tiff
 

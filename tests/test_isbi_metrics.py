@@ -11,9 +11,6 @@ import numpy as np
 import pytest
 import torch
 from scipy import ndimage
-from skimage.metrics import adapted_rand_error, variation_of_information
-from skimage.segmentation import watershed
-
 from scripts.isbi_metrics import (
     DEFAULT_THRESHOLDS,
     VInfo,
@@ -25,6 +22,8 @@ from scripts.isbi_metrics import (
     rand_info_scores,
     threshold_segments,
 )
+from skimage.metrics import adapted_rand_error, variation_of_information
+from skimage.segmentation import watershed
 
 
 def entropy(*counts: int) -> float:
@@ -212,8 +211,9 @@ def test_threshold_segments_seeds_watershed_and_lines() -> None:
     p = prob[0]
     seg = threshold_segments(p, 0.5)
     assert seg.dtype == np.uint32 and seg.shape == p.shape
-    assert np.array_equal(seg, watershed(p.astype(np.float64), ndimage.label(1 - p > 0.5)[0], connectivity=1,
-                                         watershed_line=True))
+    assert np.array_equal(
+        seg, watershed(p.astype(np.float64), ndimage.label(1 - p > 0.5)[0], connectivity=1, watershed_line=True)
+    )
     # seeds keep one label each; different segments never touch 4-connectedly (1-pixel lines of 0 between them)
     assert (seg[(1 - p) > 0.5] > 0).all()
     for a, b in ((seg[:, 1:], seg[:, :-1]), (seg[1:, :], seg[:-1, :])):
@@ -223,8 +223,10 @@ def test_threshold_segments_seeds_watershed_and_lines() -> None:
     # one seed floods everything, exactly as the watershed would
     one = np.full((5, 6), 0.9)
     one[2, 1:3] = 0.1
-    assert np.array_equal(threshold_segments(one, 0.5), watershed(one, ndimage.label(1 - one > 0.5)[0],
-                                                                   connectivity=1, watershed_line=True))
+    assert np.array_equal(
+        threshold_segments(one, 0.5),
+        watershed(one, ndimage.label(1 - one > 0.5)[0], connectivity=1, watershed_line=True),
+    )
     assert (threshold_segments(one, 0.5) == 1).all()
     with pytest.raises(ValueError, match="probability"):
         threshold_segments(rng.normal(size=(4, 4)) * 5, 0.5)
@@ -267,8 +269,11 @@ def test_isbi_scores_on_a_leaky_membrane() -> None:
     # the pipeline is rand_info_scores on threshold_segments against the 4-connected GT cells
     for k in (0, 6, 7, 10):
         assert both["curves"]["v_info"][k] == pytest.approx(
-            np.mean([rand_info_scores(ndimage.label(lab)[0], threshold_segments(p, t[k]))[1] for p, lab in
-                     zip(prob, label)]), abs=1e-12)
+            np.mean(
+                [rand_info_scores(ndimage.label(lab)[0], threshold_segments(p, t[k]))[1] for p, lab in zip(prob, label)]
+            ),
+            abs=1e-12,
+        )
     # custom thresholds; only the leaky thresholds -> best is the merge value
     low = isbi_scores(prob[0], label[0], thresholds=[0.2, 0.4])
     assert low["curves"]["v_rand"] == pytest.approx([34 / 49] * 2) and low["best_threshold_rand"] == 0.2
@@ -286,8 +291,10 @@ def test_isbi_scores_on_synthetic_voronoi_maps() -> None:
     assert ideal["curves"]["v_rand"][:10] == [1.0] * 10 and ideal["curves"]["v_info"][:10] == [1.0] * 10
     assert result["v_rand"] < 1.0
     # a section without any cell pixel is left out of the averages
-    padded = isbi_scores(np.concatenate([prob, np.ones((1, 128, 128), np.float32)]),
-                         np.concatenate([label, np.zeros((1, 128, 128), np.uint8)]))
+    padded = isbi_scores(
+        np.concatenate([prob, np.ones((1, 128, 128), np.float32)]),
+        np.concatenate([label, np.zeros((1, 128, 128), np.uint8)]),
+    )
     for key in ("v_rand", "v_info"):
         assert padded["curves"][key] == pytest.approx(result["curves"][key], abs=1e-12)
     empty = isbi_scores(np.ones((8, 8)), np.zeros((8, 8)))

@@ -30,7 +30,6 @@ import torch
 from conftest import ROOT, TINY, run_workflow
 from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
-
 from scripts.annotation import (
     APP_DIR_ENV,
     AnnotatedDataset,
@@ -321,7 +320,7 @@ def test_server_lists_the_bundle_as_a_2d_segmentation_model(server: Server) -> N
 def test_infer_returns_the_bundles_membrane_mask_for_tiff_and_png(server: Server, tmp_path: Path) -> None:
     run_workflow("inference.json", dataset_dir=str(server.studies), output_dir=str(tmp_path / "bundle"),
                  instance_mode="none", plots=False)  # fmt: skip  # the bundle's own pipeline, for reference
-    for image, suffix in (("em_tif", ".tif"), ("em_png", ".png")):
+    for image in ("em_tif", "em_png"):
         response = server.request("POST", f"/infer/{NAME}?image={image}&output=image")
         assert response.headers["content-type"].startswith("image/")
         label = _decode(response, tmp_path, image)

@@ -13,7 +13,6 @@ import torch
 from conftest import TINY, run_cli, run_workflow
 from ignite.handlers import ProgressBar
 from monai.handlers import CheckpointSaver, LrScheduleHandler, StatsHandler
-
 from scripts import distributed
 from scripts.checkpoint import load_weights
 from scripts.fusionnet import FusionNet
@@ -71,10 +70,14 @@ def test_two_process_inference_splits_the_files(
 
     rows = list(csv.DictReader((tmp_path / "multi" / "files.csv").open()))
     assert [(Path(r["image"]).name, r["rank"]) for r in rows] == [("s0.tif", "0"), ("s1.tif", "1"), ("s2.tif", "0")]
-    assert all(r["outputs"].split() == [f"s{i}_prob.tif", f"s{i}_seg.tif", f"s{i}_cells.csv"] for i, r in enumerate(rows))
+    assert all(
+        r["outputs"].split() == [f"s{i}_prob.tif", f"s{i}_seg.tif", f"s{i}_cells.csv"] for i, r in enumerate(rows)
+    )
     for i in range(3):
         for name in (f"s{i}_prob.tif", f"s{i}_seg.tif"):
-            np.testing.assert_array_equal(tifffile.imread(tmp_path / "multi" / name), tifffile.imread(tmp_path / "one" / name))
+            np.testing.assert_array_equal(
+                tifffile.imread(tmp_path / "multi" / name), tifffile.imread(tmp_path / "one" / name)
+            )
 
 
 def test_backend_and_device_follow_cuda(monkeypatch: pytest.MonkeyPatch) -> None:

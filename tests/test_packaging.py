@@ -21,10 +21,9 @@ import numpy as np
 import pytest
 import tifffile
 import torch
+from bundle.pack import pack
 from conftest import ROOT, run_cli, run_workflow
 from sample_crop import CROP_FLAGS, CROP_OVERRIDES, write_sample_crop
-
-from bundle.pack import pack
 from scripts.errors import BundleInputError
 
 META = json.loads((ROOT / "configs" / "metadata.json").read_text())
@@ -181,4 +180,3 @@ def test_release_downloads_loads_and_infers_like_the_working_tree(tmp_path: Path
     zoo, tree = (tifffile.imread(tmp_path / out / "em-crop_prob.tif") for out in ("out_zoo", "out_tree"))
     assert zoo.shape == (2, 128, 160) and zoo.std() > 0.05
     np.testing.assert_array_equal(zoo, tree)
-

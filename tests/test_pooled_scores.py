@@ -7,9 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TINY, run_cli, run_workflow, workflow
-
 from bundle.cli import _folders, pool_scores
+from conftest import TINY, run_cli, run_workflow, workflow
 from scripts.errors import BundleInputError
 from scripts.evaluation import compare_pooled, pooled_scores
 
@@ -50,7 +49,10 @@ def test_pooling_takes_one_best_threshold_for_all_sections(tmp_path: Path) -> No
     a, b = np.zeros((1, THRESHOLDS)), np.zeros((1, THRESHOLDS))
     a[0, 2], a[0, 8] = 1.0, 0.5
     b[0, 2], b[0, 8] = 0.5, 0.9
-    folds = [_write_raw(tmp_path / "a", ["s[0]"], a, a, np.ones(1)), _write_raw(tmp_path / "b", ["s[1]"], b, b, np.ones(1))]
+    folds = [
+        _write_raw(tmp_path / "a", ["s[0]"], a, a, np.ones(1)),
+        _write_raw(tmp_path / "b", ["s[1]"], b, b, np.ones(1)),
+    ]
     assert pooled_scores(folds)["v_rand"] == pytest.approx(0.75)  # threshold 0.2: (1.0 + 0.5) / 2
 
 

@@ -15,13 +15,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import ROOT, run_cli, run_workflow
-from monai.transforms import (
-    Compose,
-    RandFlipd,
-    RandGaussianNoised,
-    RandSpatialCropSamplesd,
-)
-
+from monai.transforms import Compose, RandFlipd, RandGaussianNoised, RandSpatialCropSamplesd
 from scripts.errors import BundleInputError, find_input_error
 from scripts.resume import TrainingCheckpoint, latest_checkpoint
 from scripts.rng import RNGState, find_randomizables
@@ -96,7 +90,16 @@ def test_resume_after_sigkill_gives_the_weights_of_an_unbroken_run(labelled_dir:
     # n_saved=2: the resumed run removes checkpoint_epoch=1.pt from before the crash, as the unbroken one did
     assert sorted(p.name for p in broken.glob("checkpoint_*.pt")) == ["checkpoint_epoch=3.pt", "checkpoint_epoch=4.pt"]
     final = [torch.load(run / f"checkpoint_epoch={EPOCHS}.pt", weights_only=True) for run in (unbroken, broken)]
-    assert {"model", "weight_average", "optimizer", "lr_scheduler", "rng", "validation", "trainer", "checkpointer"} <= final[0].keys()
+    assert {
+        "model",
+        "weight_average",
+        "optimizer",
+        "lr_scheduler",
+        "rng",
+        "validation",
+        "trainer",
+        "checkpointer",
+    } <= final[0].keys()
     assert final[0]["trainer"]["iteration"] == EPOCHS * 4  # 4 sections, batch 1
     _assert_same(*final)
     # with weight averaging on, the saved weights are the running average, not the last step's weights

@@ -11,7 +11,6 @@ import tifffile
 import torch
 from conftest import run_workflow
 from sample_crop import write_sample_crop
-
 from scripts.errors import BundleInputError, find_input_error
 from scripts.fusionnet import FusionNet
 from scripts.inferers import MembraneInferer

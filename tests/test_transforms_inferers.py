@@ -4,7 +4,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from scripts.errors import BundleInputError
 from scripts.fusionnet import FusionNet
 from scripts.inferers import (
@@ -139,7 +138,9 @@ def test_windows_per_call_follow_the_device() -> None:
     auto = MembraneInferer(roi_size=(32, 32))
     assert auto.window_settings((64, 64))[1]["sw_batch_size"] == 1
     assert auto.window_settings((64, 64), torch.device("cuda"))[1]["sw_batch_size"] == 4
-    assert MembraneInferer(roi_size=(32, 32), sw_batch_size=3).window_settings((64, 64), "cuda")[1]["sw_batch_size"] == 3
+    assert (
+        MembraneInferer(roi_size=(32, 32), sw_batch_size=3).window_settings((64, 64), "cuda")[1]["sw_batch_size"] == 3
+    )
     net = FusionNet(features=(4, 8, 8, 8, 8)).eval()
     calls = []
     net.register_forward_hook(lambda module, args, output: calls.append(args[0].shape[0]))
@@ -164,7 +165,9 @@ def test_bad_inferer_settings(kwargs: dict, match: str) -> None:
         MembraneInferer(**kwargs)
 
 
-@pytest.mark.parametrize("value,expected", [("false", False), ("False", False), ("true", True), (0, False), (True, True)])
+@pytest.mark.parametrize(
+    "value,expected", [("false", False), ("False", False), ("true", True), (0, False), (True, True)]
+)
 def test_command_line_booleans(value: object, expected: bool) -> None:
     """fire hands `--tta false` over as the string "false"; it must not count as true."""
     assert MembraneInferer(roi_size=(32, 32), tta=value).tta is expected

@@ -14,7 +14,6 @@ from conftest import ISBI, ROOT, TINY, run_cli, run_workflow, tiny_train_overrid
 from ignite.engine import Events
 from monai.handlers import from_engine
 from scipy import ndimage
-
 from scripts.io import write_tiff
 from scripts.synthetic import make_em_stack
 
@@ -97,8 +96,13 @@ def test_memory_format_and_batch_norm_folding_follow_the_configs(labelled_dir: P
     weights = {"ckpt_path": str(tiny_checkpoint), "features": TINY}
     inference = workflow("inference.json", **weights).parser.get_parsed_content("network")
     assert channels_last(inference) and batch_norms(inference) == 0
-    assert batch_norms(workflow("inference.json", fold_batch_norm=False, **weights).parser.get_parsed_content("network")) > 0
-    evaluation = workflow("evaluate.json", dataset_dir=str(labelled_dir), **weights).parser.get_parsed_content("network")
+    assert (
+        batch_norms(workflow("inference.json", fold_batch_norm=False, **weights).parser.get_parsed_content("network"))
+        > 0
+    )
+    evaluation = workflow("evaluate.json", dataset_dir=str(labelled_dir), **weights).parser.get_parsed_content(
+        "network"
+    )
     assert batch_norms(evaluation) == 0
 
 
@@ -182,7 +186,9 @@ def test_inference_instance_mode_none_writes_probability_only(tiny_checkpoint: P
 @pytest.mark.skipif(not (ROOT / "models" / "model.pt").is_file(), reason="no shipped models/model.pt")
 def test_default_inference_on_the_shipped_sample(tmp_path: Path) -> None:
     """README's main job: the shipped model on the embedded sample, through `python -m monai.bundle run`."""
-    result = run_cli("-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--output_dir", str(tmp_path))
+    result = run_cli(
+        "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--output_dir", str(tmp_path)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     _check_outputs(tmp_path, "em-volume", tifffile.imread(ROOT / "sample" / "em-volume.tif").shape)
     prob = tifffile.imread(tmp_path / "em-volume_prob.tif")
