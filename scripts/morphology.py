@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import numpy as np
 from skimage.measure import regionprops
 
-from .io import atomic_path
+from .outputs import atomic_path
 
 COLUMNS_2D = (
     "id", "slice", "area_px", "area_phys", "equivalent_diameter_px", "perimeter_px", "eccentricity",
