@@ -46,9 +46,17 @@ def check_override_keys(config_file: str | list[str], overrides: dict[str, Any])
         raise BundleInputError(f"--{key}", f"is not a setting of {names}, so it would be ignored", fix)
 
 
+#: overrides that name files or folders: fire may have parsed them as numbers or tuples
+PATH_KEYS = ("dataset_dir", "output_dir", "ckpt_path", "bundle_root")
+
+
 def _run_workflow(config: str, overrides: dict[str, Any]) -> None:
     from monai.bundle import run
+    from scripts.settings import path_setting
 
+    for key in PATH_KEYS:
+        if key in overrides:
+            overrides[key] = path_setting(overrides[key], key)
     overrides.setdefault("bundle_root", str(BUNDLE_ROOT))
     overrides.setdefault("config_file", str(CONFIGS / config))
     overrides.setdefault("meta_file", str(CONFIGS / "metadata.json"))

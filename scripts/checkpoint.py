@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .errors import BundleInputError
+from .settings import path_setting
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -52,6 +53,7 @@ def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
 
     A checkpoint of another width or architecture gives a ``BundleInputError`` that names the width to pass.
     """
+    path = path_setting(path, "ckpt_path")
     state = read_state_dict(path)
     try:
         network.load_state_dict(state, strict=True)
@@ -88,11 +90,20 @@ def load_network(network: nn.Module, path: str | os.PathLike) -> nn.Module:
 
     A TorchScript module carries its own architecture and weights, so ``network`` (``network_def``) is then unused.
     """
+    path = path_setting(path, "ckpt_path")
     if not is_torchscript(path):
         return load_weights(network, path)
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0][:300]
         fix = "re-export it with python -m monai.bundle ckpt_export"
         raise BundleInputError(path, f"is not a loadable TorchScript module ({first})", fix) from None
+    # a TorchScript module brings its own architecture: one of the other dimensionality would fail on the first
+    # window with a TorchScript traceback
+    dims = next((p.ndim - 2 for p in module.parameters() if p.ndim in (4, 5)), None)
+    wanted = getattr(network, "spatial_dims", None)
+    if dims and wanted and dims != wanted:
+        fix = f"pass --spatial_dims {dims}" + (" (e.g. with configs/inference_3d.json)" if dims == 3 else "")
+        raise BundleInputError(path, f"holds a {dims}D network, but network_def is {wanted}D", fix)
+    return module

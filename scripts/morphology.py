@@ -10,7 +10,7 @@ import numpy as np
 from skimage.measure import regionprops
 
 from .instances import map_sections
-from .io import atomic_path
+from .outputs import atomic_path
 
 COLUMNS_2D = (
     "id", "slice", "area_px", "area_phys", "equivalent_diameter_px", "perimeter_px", "eccentricity",
