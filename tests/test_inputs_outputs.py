@@ -147,7 +147,7 @@ def test_folder_names_fire_parses_as_numbers_or_tuples(tmp_path: Path, model: Pa
 # ---------------------------------------------------------------------------- settings checked where read
 BAD_SETTINGS: list[tuple[str, object, str, str]] = [
     ("overlap", "quarter", "must be in [0, 1)", "--overlap 0.25"),
-    ("overlap", 0.99, "16641 windows on a 512x512 image instead of 9", "--overlap 0.25"),
+    ("overlap", 0.99, "10816 windows on a 2048x2048 image instead of 9", "--overlap 0.25"),
     ("blend_mode", "gausian", "unknown value 'gausian'", "did you mean --blend_mode gaussian?"),
     ("target", "membrain", "unknown value 'membrain'", "did you mean --target membrane?"),
     ("device", "gpu", "is not a device name", "--device cpu"),
