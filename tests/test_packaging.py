@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from bundle.pack import pack
+import yaml
+from bundle.pack import file_digest, pack
 from conftest import ROOT, run_cli, run_workflow
 from sample_crop import CROP_FLAGS, CROP_OVERRIDES, write_sample_crop
 from scripts.errors import BundleInputError
@@ -57,6 +59,7 @@ def copy_bundle(target: Path, with_model: bool = True) -> Path:
     for folder in ("configs", "docs", "sample", "scripts"):
         shutil.copytree(ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "LICENSE", target / "LICENSE")
+    shutil.copy(ROOT / "large_files.yml", target / "large_files.yml")
     (target / "models").mkdir()
     if with_model:
         shutil.copy(ROOT / "models" / "model.pt", target / "models" / "model.pt")
@@ -75,9 +78,10 @@ def test_pack_writes_a_zoo_release(tmp_path: Path, capsys: pytest.CaptureFixture
         assert json.loads(archive.read(f"{NAME}/configs/metadata.json")) == META
     assert {n.split("/")[0] for n in names} == {NAME}
     for required in ("configs/inference.json", "configs/logging.conf", "scripts/fusionnet.py", "scripts/__init__.py",
-                     "docs/README.md", "docs/data_license.txt", "LICENSE", "sample/em-volume.tif"):  # fmt: skip
+                     "docs/README.md", "docs/data_license.txt", "LICENSE", "sample/em-volume.tif",
+                     "large_files.yml"):  # fmt: skip
         assert f"{NAME}/{required}" in names
-    top_level = ("configs", "models", "scripts", "docs", "sample", "LICENSE")
+    top_level = ("configs", "models", "scripts", "docs", "sample", "LICENSE", "large_files.yml")
     assert not [n for n in names if n.split("/")[1] not in top_level]
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".part"))]
 
@@ -115,6 +119,28 @@ def test_pack_leaves_out_caches_and_files_git_does_not_track(tmp_path: Path) -> 
     names = zipfile.ZipFile(pack(str(tmp_path / "d2"), bundle_root=str(bundle), progress=False)["zip"]).namelist()
     assert f"{NAME}/configs/local_datalist.json" not in names and f"{NAME}/sample/em-volume.tif" not in names
     assert f"{NAME}/models/model.pt" in names and f"{NAME}/scripts/fusionnet.py" in names
+
+
+@needs_model
+def test_large_files_yml_lists_the_shipped_weights_with_their_hash(tmp_path: Path) -> None:
+    """The zoo's large_files.yml: models/model.pt with the sha256 of the committed file, so changed weights without
+    an updated hash_val fail here; MONAI's download_large_files accepts the file as it is, without the network."""
+    entries = yaml.safe_load((ROOT / "large_files.yml").read_text())["large_files"]
+    assert [e["path"] for e in entries] == ["models/model.pt"]
+    entry = entries[0]
+    assert entry["hash_type"] == "sha256"
+    actual = file_digest(ROOT / "models" / "model.pt", "sha256")
+    assert entry["hash_val"] == actual, f"models/model.pt changed: set hash_val: {actual} in large_files.yml"
+    assert re.fullmatch(r"https://github\.com/[^/]+/[^/]+/releases/download/v\d+\.\d+\.\d+/model\.pt", entry["url"])
+    from monai.bundle import download_large_files
+
+    download_large_files(bundle_path=str(ROOT))  # present with the listed hash: nothing is downloaded
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    shutil.copy(ROOT / "large_files.yml", bundle / "large_files.yml")
+    (bundle / "models" / "model.pt").write_bytes(b"other weights")
+    with pytest.raises(Exception, match="hash check of existing file failed"):
+        download_large_files(bundle_path=str(bundle))
 
 
 def test_pack_stops_with_a_fix_for_a_missing_or_bad_model_and_a_bad_name(tmp_path: Path) -> None:
