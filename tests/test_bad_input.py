@@ -511,9 +511,42 @@ def test_checkpoint_of_another_width_names_the_right_width(
 
 
 def test_3d_checkpoint_for_the_2d_network(tmp_path: Path, model_3d: Path, images_dir: Path) -> None:
-    error = _input_error("inference.json", **_infer(model_3d, images_dir, tmp_path / "out"))
+    error = _input_error("inference.json", **_infer(model_3d, images_dir, tmp_path / "out", features=[8] * 5))
     assert error.what == str(model_3d) and "holds a 3D network, but network_def is 2D" in error.problem
-    assert "--spatial_dims 3" in error.fix
+    assert "configs/inference_3d.json" in error.fix and f'--features "{WIDTH}"' in error.fix
+
+
+def test_2d_checkpoint_for_the_3d_configs_asks_for_3d_weights(tmp_path: Path, model: Path, images_dir: Path) -> None:
+    """inference_3d.json with 2D weights: the fix is 3D weights (or no inference_3d.json), not --spatial_dims 2."""
+    overrides = _infer(model, images_dir, tmp_path / "out", roi_size=[16, 32, 32])
+    error = _input_error(["inference.json", "inference_3d.json"], **overrides)
+    assert error.what == str(model) and "holds a 2D network, but network_def is 3D" in error.problem
+    assert "--ckpt_path to 3D weights" in error.fix and "configs/train_3d.json" in error.fix
+    assert "--spatial_dims" not in error.fix and "--features" not in error.fix
+
+
+def test_fusionnet_checkpoint_for_the_basicunet_override_asks_for_basicunet_weights(
+    tmp_path: Path, model: Path, images_dir: Path
+) -> None:
+    """basicunet.json with FusionNet weights: the fix is BasicUNet weights (--ckpt_path), not a FusionNet width."""
+    overrides = _infer(model, images_dir, tmp_path / "out", features=[4, 4, 8, 8, 8, 4])
+    error = _input_error(["inference.json", "basicunet.json"], **overrides)
+    assert "holds FusionNet weights, but network_def is a BasicUNet" in error.problem
+    assert "--ckpt_path to BasicUNet weights" in error.fix and "--features" not in error.fix
+
+
+def test_basicunet_checkpoint_names_basicunet_json_or_its_width(tmp_path: Path, images_dir: Path) -> None:
+    from monai.networks.nets import BasicUNet
+
+    unet = dict(spatial_dims=2, in_channels=1, out_channels=1)
+    torch.save(BasicUNet(features=(4, 4, 8, 8, 8, 4), **unet).state_dict(), tmp_path / "unet.pt")
+    error = _input_error("inference.json", **_infer(tmp_path / "unet.pt", images_dir, tmp_path / "out"))
+    assert "holds BasicUNet weights, but network_def is a FusionNet" in error.problem
+    assert "configs/basicunet.json" in error.fix
+    overrides = _infer(tmp_path / "unet.pt", images_dir, tmp_path / "out", features=[8, 8, 8, 8, 8, 8])
+    error = _input_error(["inference.json", "basicunet.json"], **overrides)
+    assert "trained with features [4, 4, 8, 8, 8, 4]" in error.problem
+    assert '--features "[4, 4, 8, 8, 8, 4]"' in error.fix
 
 
 # --------------------------------------------------------------------------------------------- output folders
