@@ -86,6 +86,17 @@ def make_sample(output_dir: str = SAMPLE_DIR, sections: int = 6, size: int = 256
     return str(output_dir)
 
 
+def make_datalist(image: str, label: str, output: str = "runs/datalist.json") -> str:
+    """Write a MONAI datalist JSON pairing image stacks with label stacks whose names do not pair themselves, for
+    ``--dataset_dir``: e.g. ``python -m bundle make_datalist --image ../shared/data/fibsem_medulla/volume.tif
+    --label ../shared/data/fibsem_medulla/neuron-labels.tif --output runs/fibsem.json`` (comma-separated lists for
+    several pairs; paths are stored relative to the JSON file)."""
+    from scripts.data import write_datalist
+
+    write_datalist(image, label, output)
+    return str(output)
+
+
 def verify() -> str:
     """Check configs/metadata.json against the project's schema and the network's input/output shapes."""
     from monai.bundle import verify_metadata, verify_net_in_out
@@ -211,6 +222,7 @@ COMMANDS = {
     "benchmark_scoring": benchmark_scoring,
     "benchmark_streaming": benchmark_streaming,
     "make_sample": make_sample,
+    "make_datalist": make_datalist,
     "verify": verify,
     "pack": pack,
 }

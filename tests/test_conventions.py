@@ -91,3 +91,21 @@ def test_evaluation_scores_what_inference_runs() -> None:
     keys = ("features", "precision", "fold_batch_norm", "channels_last", "roi_size", "overlap", "tta")
     assert {k: evaluation[k] for k in keys} == {k: inference[k] for k in keys}
     assert inference["precision"] == "auto"
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_no_config_points_outside_the_bundle() -> None:
+    """Configs travel in the release zip: no path in them may leave the bundle (../) or be absolute."""
+    for path in sorted((ROOT / "configs").glob("*")):
+        if path.suffix not in (".json", ".yaml", ".yml"):
+            continue
+        content = yaml.safe_load(path.read_text())  # JSON is YAML
+        outside = [s for s in _strings(content) if "../" in s or "..\\" in s or s.startswith("/")]
+        assert not outside, f"{path.name} points outside the bundle: {outside}"
