@@ -13,6 +13,7 @@ BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = BUNDLE_ROOT / "configs"
 SAMPLE_DIR = str(BUNDLE_ROOT / "sample")
 METADATA_SCHEMA = BUNDLE_ROOT / "bundle" / "metadata_schema.json"
+META_FILE = str(CONFIGS / "metadata.json")
 
 
 # keys of ``monai.bundle run`` itself (and of the MLflow tracking it can add), not of the config
@@ -110,6 +111,35 @@ def verify() -> str:
         bundle_root=str(BUNDLE_ROOT),
     )
     return "metadata and network input/output verified"
+
+
+def metadata_requirements(meta_file: str = META_FILE, output: str | None = None) -> str:
+    """The pip requirements that configs/metadata.json declares, one per line, as the MONAI model zoo's
+    ci/get_bundle_requirements.py makes them: monai_version, pytorch_version (torch), numpy_version, then
+    optional_packages_version and required_packages_version ("==" unless the version starts with <, > or =).
+    Printed, and written to --output if given; e.g. ``pip install -r <(python -m bundle metadata_requirements)``."""
+    import json
+
+    from scripts.errors import BundleInputError
+
+    try:
+        meta = json.loads(Path(meta_file).read_text())
+    except (OSError, ValueError) as e:
+        raise BundleInputError(
+            meta_file, f"cannot be read as JSON ({e})", "pass --meta_file configs/metadata.json"
+        ) from None
+    lines = []
+    for key, package in (("monai_version", "monai"), ("pytorch_version", "torch"), ("numpy_version", "numpy")):
+        if key in meta:
+            lines.append(f"{package}=={meta[key]}")
+    for key in ("optional_packages_version", "required_packages_version"):
+        for package, version in meta.get(key, {}).items():
+            version = str(version).strip()
+            lines.append(f"{package}{version}" if version[:1] in ("<", ">", "=") else f"{package}=={version}")
+    text = "\n".join(lines)
+    if output:
+        Path(output).write_text(text + "\n")
+    return text
 
 
 def score_instances(seg: str, labels: str, z_start: int = 0, z_stop: int | None = None) -> dict:
@@ -224,5 +254,6 @@ COMMANDS = {
     "make_sample": make_sample,
     "make_datalist": make_datalist,
     "verify": verify,
+    "metadata_requirements": metadata_requirements,
     "pack": pack,
 }
