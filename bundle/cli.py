@@ -47,11 +47,12 @@ def check_override_keys(config_file: str | list[str], overrides: dict[str, Any])
         raise BundleInputError(f"--{key}", f"is not a setting of {names}, so it would be ignored", fix)
 
 
-def _run_workflow(config: str, overrides: dict[str, Any]) -> None:
+def _run_workflow(config: str | list[str], overrides: dict[str, Any]) -> None:
     from monai.bundle import run
 
     overrides.setdefault("bundle_root", str(BUNDLE_ROOT))
-    overrides.setdefault("config_file", str(CONFIGS / config))
+    files = [str(CONFIGS / name) for name in ([config] if isinstance(config, str) else config)]
+    overrides.setdefault("config_file", files[0] if len(files) == 1 else files)
     overrides.setdefault("meta_file", str(CONFIGS / "metadata.json"))
     overrides.setdefault("logging_file", str(CONFIGS / "logging.conf"))
     check_override_keys(overrides["config_file"], overrides)
@@ -72,8 +73,12 @@ def train(**overrides: Any) -> None:
 
 
 def evaluate(**overrides: Any) -> None:
-    """Score a model on a labelled --dataset_dir; writes metrics.csv to --output_dir (default runs/evaluate)."""
-    _run_workflow("evaluate.json", overrides)
+    """Score a model on a labelled --dataset_dir; writes metrics.csv to --output_dir (default runs/evaluate).
+
+    evaluate.json overrides train.json, so this runs ``['configs/train.json','configs/evaluate.json']``; a
+    --config_file of your own (e.g. with configs/basicunet.json) replaces that list.
+    """
+    _run_workflow(["train.json", "evaluate.json"], overrides)
 
 
 def make_sample(output_dir: str = SAMPLE_DIR, sections: int = 6, size: int = 256, seed: int = 2026) -> str:
