@@ -87,6 +87,10 @@ def test_pack_writes_a_zoo_release(tmp_path: Path, capsys: pytest.CaptureFixture
 
     sha256 = hashlib.sha256(zip_path.read_bytes()).hexdigest()
     assert (tmp_path / "dist" / f"{RELEASE}.zip.sha256").read_text() == f"{sha256}  {RELEASE}.zip\n"
+    if shutil.which("sha256sum"):  # the file names the zip as it lies beside it: sha256sum -c checks it from there
+        check = subprocess.run(["sha256sum", "-c", f"{RELEASE}.zip.sha256"], cwd=tmp_path / "dist",
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        assert check.returncode == 0 and check.stdout.strip() == f"{RELEASE}.zip: OK", check.stdout + check.stderr
     info = json.loads((tmp_path / "dist" / "model_info.json").read_text())
     assert info == {RELEASE: {"checksum": hashlib.sha1(zip_path.read_bytes()).hexdigest(), "source": zip_path.as_uri()}}
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted(
@@ -206,3 +210,38 @@ def test_release_downloads_loads_and_infers_like_the_working_tree(tmp_path: Path
     zoo, tree = (tifffile.imread(tmp_path / out / "em-crop_prob.tif") for out in ("out_zoo", "out_tree"))
     assert zoo.shape == (2, 128, 160) and zoo.std() > 0.05
     np.testing.assert_array_equal(zoo, tree)
+
+
+# what a command needs from the repository that the release zip lacks
+REPOSITORY_ONLY = re.compile(r"python -m bundle\b(?!\.)|\bbundle/|requirements[\w-]*\.txt|\.venv/|\bdist\b")
+
+
+def _commands(markdown: str) -> list[str]:
+    """The commands in ``markdown``'s code blocks, continuation lines joined; comment lines left out."""
+    commands, current, in_block = [], "", False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        if not in_block or (not current and line.lstrip().startswith("#")):
+            continue
+        current += line.rstrip("\\") + " "
+        if not line.endswith("\\"):
+            commands.append(current.strip())
+            current = ""
+    return commands
+
+
+def test_docs_mark_the_commands_that_need_the_repository() -> None:
+    """docs/README.md travels in the release zip: a command that needs the repository (python -m bundle, bundle/,
+    the requirements files, .venv, dist/) says "# repository only"; the release example has this version."""
+    docs = (ROOT / "docs" / "README.md").read_text()
+    commands = _commands(docs)
+    assert len(commands) > 40
+    unmarked = [c for c in commands if REPOSITORY_ONLY.search(c.split("#")[0]) and "# repository only" not in c]
+    assert not unmarked, "mark these in docs/README.md with '# repository only':\n" + "\n".join(unmarked)
+    assert "configs/evaluate.json --" not in docs  # evaluate.json alone is not a workflow: it overrides train.json
+    versions = set(re.findall(rf"{NAME}_v(\d+\.\d+\.\d+)", docs)) | set(
+        re.findall(r"releases/download/v([\d.]+\d)/", docs)
+    )
+    assert versions == {VERSION}, f"docs/README.md's release example names {versions}, metadata.json {VERSION}"
