@@ -7,12 +7,15 @@ import sys
 
 import fire
 from bundle.cli import COMMANDS
-from scripts.errors import find_input_error, print_error
+from scripts.errors import EXIT_INTERRUPTED, find_input_error, print_error, print_interrupted
 
 
 def main() -> int:
     try:
         fire.Fire(COMMANDS, name="bundle")
+    except KeyboardInterrupt:
+        print_interrupted()
+        return EXIT_INTERRUPTED
     except Exception as e:
         error = find_input_error(e)
         if error is None:

@@ -308,11 +308,13 @@ def run_benchmark(
     train_steps: int | None = None,
     widths: dict[str, Sequence[int]] | None = None,
     device: str = "cpu",
+    job_sections: int = 30,
 ) -> dict[str, Any]:
     """Measure everything on ``device`` ("cpu" or "cuda"); returns a JSON-able dict (see :func:`format_table`).
 
     ``variants`` defaults to :data:`VARIANTS` on the CPU and :data:`CUDA_VARIANTS` on CUDA; ``train_steps`` to 3
-    on the CPU and 20 on CUDA.
+    on the CPU and 20 on CUDA. ``job_sections`` sections of ``size`` go through the whole inference job
+    (``bundle.benchmark_job``; 0 skips it).
     """
     dev = torch.device(device)
     cuda = dev.type == "cuda"
@@ -367,6 +369,10 @@ def run_benchmark(
     }
     steps = train_steps or (20 if cuda else 3)
     report["training"] = training_overhead(widths["shipped"], train_batch, train_patch, steps, fast, device=device)
+    if job_sections:
+        from bundle.benchmark_job import job_benchmark
+
+        report["job"] = job_benchmark(report["peak_gflops"], native, defaults["features"], job_sections, size)
     return report
 
 
@@ -410,4 +416,8 @@ def format_table(report: dict[str, Any]) -> str:
         f"bare loop {train['bare_seconds_per_step']:.3f} s, Ignite SupervisedTrainer "
         f"{train['ignite_seconds_per_step']:.3f} s, overhead {train['overhead_pct']:+.1f}%",
     ]
+    if "job" in report:
+        from bundle.benchmark_job import format_job
+
+        lines.append(format_job(report["job"]))
     return "\n".join(lines)

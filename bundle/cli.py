@@ -47,9 +47,17 @@ def check_override_keys(config_file: str | list[str], overrides: dict[str, Any])
         raise BundleInputError(f"--{key}", f"is not a setting of {names}, so it would be ignored", fix)
 
 
+#: overrides that name files or folders: fire may have parsed them as numbers or tuples
+PATH_KEYS = ("dataset_dir", "output_dir", "ckpt_path", "bundle_root")
+
+
 def _run_workflow(config: str | list[str], overrides: dict[str, Any]) -> None:
     from monai.bundle import run
+    from scripts.settings import path_setting
 
+    for key in PATH_KEYS:
+        if key in overrides:
+            overrides[key] = path_setting(overrides[key], key)
     overrides.setdefault("bundle_root", str(BUNDLE_ROOT))
     files = [str(CONFIGS / name) for name in ([config] if isinstance(config, str) else config)]
     overrides.setdefault("config_file", files[0] if len(files) == 1 else files)
@@ -223,9 +231,30 @@ def benchmark(
         layout = default_variant(False)  # inference.json's layout, so the tiny run also has the default's rows
         options = dict(sections=1, size=64, roi=32, full_width=False, train_patch=32, train_batch=2, train_steps=2,
                        widths={"shipped": (4, 8, 8, 8, 8)}, variants=("fp32", "bf16", layout, with_bf16(layout)),
-                       device=device)  # fmt: skip
+                       device=device, job_sections=2)  # fmt: skip
     report = run_benchmark(**options)
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_table(report)
+
+
+def benchmark_job(sections: int = 30, size: int = 512, json: bool = False) -> str:
+    """The whole inference job alone (the last row of ``benchmark``): inference.json's defaults in a fresh process
+    on the 30-section ISBI test stack (a generated one of ``sections`` x ``size`` x ``size`` where it is absent),
+    as seconds per section and useful network GFLOP/s against the measured matmul peak."""
+    import json as json_module
+
+    import torch
+    from bundle.benchmark import inference_defaults, matmul_peak
+    from bundle.benchmark_job import format_job, job_benchmark
+    from scripts.errors import as_bool
+    from scripts.inferers import native_bf16
+    from scripts.settings import integer
+
+    native = native_bf16(torch.device("cpu"))
+    peaks = {p: matmul_peak(p) for p in (("fp32", "bf16") if native else ("fp32",))}
+    features = inference_defaults()["features"]
+    row = job_benchmark(peaks, native, features, integer(sections, "sections", 1, 30), integer(size, "size", 16, 512))
+    row["peak_gflops"] = peaks
+    return json_module.dumps(row, indent=2) if as_bool(json, "json") else format_job(row)
 
 
 def benchmark_scoring(sections: int = 10, size: int = 512) -> dict:
@@ -254,6 +283,7 @@ COMMANDS = {
     "pool_scores": pool_scores,
     "compare_scores": compare_scores,
     "benchmark": benchmark,
+    "benchmark_job": benchmark_job,
     "benchmark_scoring": benchmark_scoring,
     "benchmark_streaming": benchmark_streaming,
     "make_sample": make_sample,

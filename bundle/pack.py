@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from scripts.errors import BundleInputError, as_bool
-from scripts.io import atomic_path
+from scripts.outputs import atomic_path
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 DIST_DIR = str(BUNDLE_ROOT / "dist")

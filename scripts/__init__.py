@@ -3,9 +3,11 @@
 
 Importing it installs a ``sys.excepthook`` that prints a :class:`~scripts.errors.BundleInputError` (a problem
 the user can fix: a missing file, a bad override) as one line instead of MONAI's traceback wall; any other
-error keeps its full traceback. It also keeps such errors' tracebacks out of the log: MONAI's ``StatsHandler``
-logs every exception of a run with its traceback (to stdout), which would bury the one-line error. Set
-``FUSIONNET_TRACEBACK=1`` to see full tracebacks for all errors.
+error keeps its full traceback. Ctrl-C (``KeyboardInterrupt``) prints one line too, and the process then ends as
+Python ends an interrupted program, by SIGINT (exit status 130 in the shell); results already written are
+complete, and the one being written is discarded. It also keeps such errors' tracebacks out of the log: MONAI's
+``StatsHandler`` logs every exception of a run with its traceback (to stdout), which would bury the one-line
+error. Set ``FUSIONNET_TRACEBACK=1`` to see full tracebacks for all errors.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from . import checkpoint, data, errors, inferers, instances, io, morphology, transforms, writers
-from .errors import BundleInputError, find_input_error, print_error
+from .errors import INTERRUPTED, BundleInputError, find_input_error, print_error, print_interrupted
 from .fusionnet import FusionNet
 
 __all__ = [
@@ -36,6 +38,9 @@ __all__ = [
 
 
 def _concise_excepthook(exc_type, exc, tb, _previous=sys.excepthook):  # type: ignore[no-untyped-def]
+    if issubclass(exc_type, KeyboardInterrupt) and not os.environ.get("FUSIONNET_TRACEBACK"):
+        print_interrupted()
+        return
     error = find_input_error(exc)
     if error is None or os.environ.get("FUSIONNET_TRACEBACK"):
         _previous(exc_type, exc, tb)
@@ -49,14 +54,18 @@ if not getattr(sys.excepthook, "_fusionnet", False):
 
 
 def _without_input_error_tracebacks(factory: Callable[..., logging.LogRecord]) -> Callable[..., logging.LogRecord]:
-    """A log record factory that drops the traceback of a record whose exception is a ``BundleInputError`` and
-    logs the error's one-line message instead (the excepthook prints it again when the run stops)."""
+    """A log record factory that drops the traceback of a record whose exception is a ``BundleInputError`` (or
+    Ctrl-C) and logs the one-line message instead (the excepthook prints it again when the run stops)."""
 
     def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
         record = factory(*args, **kwargs)
-        error = find_input_error(record.exc_info[1]) if record.exc_info else None
-        if error is not None and not os.environ.get("FUSIONNET_TRACEBACK"):
+        if not record.exc_info or os.environ.get("FUSIONNET_TRACEBACK"):
+            return record
+        error = find_input_error(record.exc_info[1])
+        if error is not None:
             record.msg, record.args, record.exc_info, record.exc_text = f"stopped: {error}", (), None, None
+        elif isinstance(record.exc_info[1], KeyboardInterrupt):
+            record.msg, record.args, record.exc_info, record.exc_text = f"stopped: {INTERRUPTED}", (), None, None
         return record
 
     make_record._fusionnet = True  # type: ignore[attr-defined]

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from .errors import BundleInputError
+from .settings import path_setting
 
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
@@ -63,6 +64,23 @@ def checkpoint_architecture(state: dict[str, torch.Tensor]) -> tuple[str, list[i
     return None
 
 
+def dims_hint(dims: int, wanted_dims: int, features: list[int] | None = None) -> tuple[str, str]:
+    """``(problem, fix)`` for ``dims``-D weights under a ``wanted_dims``-D network_def: 2D weights under the 3D
+    configs need 3D weights (not --spatial_dims 2, which would undo the 3D configs); 3D weights need the 3D configs."""
+    problem = f"holds a {dims}D network, but network_def is {wanted_dims}D"
+    if wanted_dims == 3:
+        fix = (
+            "pass --ckpt_path to 3D weights (a model.pt trained with configs/train_3d.json over train.json), or "
+            "leave out the 3D config (configs/inference_3d.json, configs/train_3d.json) to run these 2D weights"
+        )
+    else:
+        fix = (
+            "run it with the 3D configs: add configs/inference_3d.json after inference.json (configs/train_3d.json "
+            "after train.json to evaluate)" + (f' and pass --features "{features}"' if features else "")
+        )
+    return problem, fix
+
+
 def mismatch_hint(state: dict[str, torch.Tensor], network: nn.Module) -> tuple[str, str] | None:
     """``(problem, fix)`` for a checkpoint that does not fit ``network``, naming the change that makes it fit: other
     weights (``--ckpt_path``) when the architecture or dimensionality differs from what the configs ask for, the
@@ -91,18 +109,7 @@ def mismatch_hint(state: dict[str, torch.Tensor], network: nn.Module) -> tuple[s
         return None
     _, wanted_features, wanted_dims = want
     if dims != wanted_dims:
-        problem = f"holds a {dims}D network, but network_def is {wanted_dims}D"
-        if wanted_dims == 3:
-            fix = (
-                "pass --ckpt_path to 3D weights (a model.pt trained with configs/train_3d.json over train.json), or "
-                "leave out the 3D config (configs/inference_3d.json, configs/train_3d.json) to run these 2D weights"
-            )
-        else:
-            fix = (
-                "run it with the 3D configs: add configs/inference_3d.json after inference.json (configs/train_3d.json "
-                f'after train.json to evaluate) and pass --features "{features}"'
-            )
-        return problem, fix
+        return dims_hint(dims, wanted_dims, features)
     if features != wanted_features:
         problem = f"was trained with features {features}, but network_def has {wanted_features}"
         return problem, f'pass --features "{features}" (the width it was trained with)'
@@ -115,6 +122,7 @@ def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
     A checkpoint of another width, architecture or dimensionality gives a ``BundleInputError`` that names the fix
     (:func:`mismatch_hint`).
     """
+    path = path_setting(path, "ckpt_path")
     state = read_state_dict(path)
     try:
         network.load_state_dict(state, strict=True)
@@ -143,11 +151,19 @@ def load_network(network: nn.Module, path: str | os.PathLike) -> nn.Module:
 
     A TorchScript module carries its own architecture and weights, so ``network`` (``network_def``) is then unused.
     """
+    path = path_setting(path, "ckpt_path")
     if not is_torchscript(path):
         return load_weights(network, path)
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0][:300]
         fix = "re-export it with python -m monai.bundle ckpt_export"
         raise BundleInputError(path, f"is not a loadable TorchScript module ({first})", fix) from None
+    # a TorchScript module brings its own architecture: one of the other dimensionality would fail on the first
+    # window with a TorchScript traceback
+    dims = next((p.ndim - 2 for p in module.parameters() if p.ndim in (4, 5)), None)
+    wanted = getattr(network, "spatial_dims", None)
+    if dims and wanted and dims != wanted:
+        raise BundleInputError(path, *dims_hint(dims, wanted))
+    return module

@@ -14,6 +14,7 @@ Labels follow ISBI 2012: 0 = membrane, any other value = cell interior.
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 from pathlib import Path
@@ -22,7 +23,10 @@ import numpy as np
 
 from .errors import BundleInputError
 from .io import image_stem, image_suffix, read_stack, require_volume
-from .settings import integer
+from .outputs import RESULT_KINDS, is_result_stem
+from .settings import integer, path_setting
+
+logger = logging.getLogger(__name__)
 
 VOLUME_TAG = "-volume"
 LABELS_TAG = "-labels"
@@ -41,21 +45,66 @@ def _images_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.startswith("."))
 
 
-def find_images(dataset_dir: str | os.PathLike) -> list[str]:
+def _same_folder(a: Path, b: Path) -> bool:
+    try:
+        return a.exists() and b.exists() and a.samefile(b)
+    except OSError:
+        return False
+
+
+def check_result_names(images: list[str]) -> None:
+    """Refuse inputs whose results would overwrite each other: ``x.tif`` and ``x.png`` (or ``a.tif`` and
+    ``a.tiff``, ``two.ome.tif`` and ``two.tif``) both write ``x_prob.tif``, ``a.nii.gz`` and ``a.tif`` both
+    ``a_cells.csv``. Stems are compared ignoring case, as on the case-insensitive file systems of macOS and
+    Windows."""
+    seen: dict[str, str] = {}
+    for image in images:
+        stem = image_stem(image)
+        other = seen.setdefault(stem.casefold(), image)
+        if other != image:
+            raise BundleInputError(
+                f"{other} and {image}",
+                f"both give results named {stem}_prob, {stem}_seg, {stem}_cells.csv, ..., so one would overwrite the other",
+                "rename one of them (or move it to another folder) and run again",
+            )
+
+
+def find_images(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> list[str]:
     """All images to segment in ``dataset_dir``: its ``images/`` subfolder if present, else the folder itself.
 
-    ISBI-style label files (``*-labels.*``) are skipped; a single image file is taken as it is. Raises
-    ``BundleInputError`` if there are none.
+    ISBI-style label files (``*-labels.*``) and results of an earlier run (``*_prob.*``, ``*_seg.*``,
+    ``*_overlay.png``, ``*_morphology.png``) are skipped; a single image file is taken as it is. Raises
+    ``BundleInputError`` if there are none, if two images would write the same result files
+    (:func:`check_result_names`), or if ``output_dir`` is the folder the images are read from.
     """
+    dataset_dir = path_setting(dataset_dir, "dataset_dir")
     if Path(dataset_dir).is_file() and image_suffix(dataset_dir):
         return [str(dataset_dir)]
     folder = _check_folder(dataset_dir)
     source = folder / "images" if (folder / "images").is_dir() else folder
-    images = [str(p) for p in _images_in(source) if not image_stem(p).endswith(LABELS_TAG)]
+    out = None if output_dir is None else path_setting(output_dir, "output_dir")
+    if out is not None and _same_folder(Path(out), source):
+        raise BundleInputError(
+            out,
+            f"output folder is the folder the images are read from ({source}), so results would mix with them",
+            f"pass another --output_dir, e.g. {folder / 'results'}",
+        )
+    images, results = [], []
+    for path in _images_in(source):
+        stem = image_stem(path)
+        if stem.endswith(LABELS_TAG):
+            continue
+        (results if is_result_stem(stem) else images).append(str(path))
+    if results:
+        names = ", ".join(Path(p).name for p in results[:3]) + (" ..." if len(results) > 3 else "")
+        kinds = "/".join(RESULT_KINDS[:2] + RESULT_KINDS[3:])
+        logger.warning("%s: skipped %d result file(s) of an earlier run (%s; names ending %s)", source,
+                       len(results), names, kinds)  # fmt: skip
     if not images:
         raise BundleInputError(
             source, "no images found", "put .tif/.tiff/.nii.gz/.mha/.png images in it, or pass another --dataset_dir"
         )
+    check_result_names(images)
     return images
 
 
@@ -116,7 +165,7 @@ def find_labelled_pairs(dataset_dir: str | os.PathLike) -> dict[str, list[dict[s
     Returns ``{"training": [...], "validation": [...]}``, each a list of ``{"image": path, "label": path}``;
     "validation" is empty unless a datalist JSON names it.
     """
-    path = Path(dataset_dir)
+    path = Path(path_setting(dataset_dir, "dataset_dir"))
     if path.suffix.lower() == ".json" and path.is_file():
         return _pairs_from_datalist(path)
     folder = _check_folder(path)
@@ -263,9 +312,9 @@ def split_sections(
     return {"training": training[: block.start] + training[block.stop :], "validation": training[block]}
 
 
-def image_datalist(dataset_dir: str | os.PathLike) -> list[dict[str, str]]:
-    """``[{"image": path}, ...]`` for every image :func:`find_images` finds, for inference."""
-    return [{"image": path} for path in find_images(dataset_dir)]
+def image_datalist(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> list[dict[str, str]]:
+    """``[{"image": path}, ...]`` for every image :func:`find_images` finds, for inference into ``output_dir``."""
+    return [{"image": path} for path in find_images(dataset_dir, output_dir)]
 
 
 def split_volumes(

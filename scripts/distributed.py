@@ -16,6 +16,8 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .outputs import RESULT_KINDS
+
 __all__ = [
     "LOGGING_HANDLERS",
     "RESULT_SUFFIXES",
@@ -30,8 +32,13 @@ __all__ = [
     "write_file_report",
 ]
 
-#: The result files inference may write for an image ``<stem>``: ``<stem><suffix>``.
-RESULT_SUFFIXES = ("_prob.tif", "_seg.tif", "_cells.csv", "_overlay.png", "_morphology.png")
+#: The result files inference may write for an image ``<stem>``: ``<stem><suffix>`` (names: ``scripts.outputs``;
+#: NIfTI inputs give NIfTI images).
+RESULT_SUFFIXES = tuple(
+    f"{kind}.{ext}"
+    for kind, extensions in zip(RESULT_KINDS, (("tif", "nii.gz", "nii"),) * 2 + (("csv",), ("png",), ("png",)))
+    for ext in extensions
+)
 #: Handlers that only log; on ranks other than 0 they would repeat rank 0's lines and files.
 LOGGING_HANDLERS = ("StatsHandler", "TensorBoardStatsHandler", "ProgressBar")
 
@@ -99,7 +106,9 @@ def write_file_report(
     Call it on all ranks (it waits for all of them).
     """
     from .io import image_stem
+    from .settings import path_setting
 
+    output_dir = path_setting(output_dir, "output_dir")
     if world_size() > 1:
         dist.barrier()
     report = Path(output_dir) / name

@@ -66,6 +66,11 @@ def print_error(error: BundleInputError) -> None:
     Progress bars still open when a run stops (Ignite's ``ProgressBar``) are closed first, so the line does not
     start in the middle of one.
     """
+    _close_progress_bars()
+    print(f"error: {error}", file=sys.stderr)
+
+
+def _close_progress_bars() -> None:
     try:
         from tqdm import tqdm
 
@@ -73,7 +78,17 @@ def print_error(error: BundleInputError) -> None:
             bar.close()
     except Exception:  # a progress bar must never hide the error itself
         pass
-    print(f"error: {error}", file=sys.stderr)
+
+
+INTERRUPTED = "interrupted (Ctrl-C); finished result files are complete, the one being written was discarded"
+#: The exit status of a run stopped by Ctrl-C (128 + SIGINT), as shells report it.
+EXIT_INTERRUPTED = 130
+
+
+def print_interrupted() -> None:
+    """Print ``error: interrupted ...`` on a line of its own (progress bars closed first, as :func:`print_error`)."""
+    _close_progress_bars()
+    print(f"error: {INTERRUPTED}", file=sys.stderr)
 
 
 _TRUE = ("true", "yes", "on", "1")

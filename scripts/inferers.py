@@ -10,9 +10,10 @@ from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 from torch import nn
 
 from .errors import BundleInputError, as_bool
-from .settings import DIVISOR, integer, spatial_size
+from .settings import DIVISOR, check_device, check_window_count, choice, fraction, integer, spatial_size
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}
+BLEND_MODES = ("gaussian", "constant")  # MONAI's window blending modes
 
 
 def check_precision(precision: str) -> str:
@@ -68,7 +69,7 @@ def prepare_network(
     (``channels_last_3d`` for 3D networks), which oneDNN convolutions run 1.2x (training) to 1.5x (inference) faster
     on CPU (``python -m bundle benchmark``) with the same results up to float rounding. ``fold_bn`` (inference only)
     folds the batch norms into the convolutions (:func:`fold_batch_norm`)."""
-    network = network.to(device)
+    network = network.to(check_device(device))
     if as_bool(fold_bn, "fold_batch_norm"):
         network = fold_batch_norm(network)
     if not as_bool(channels_last, "channels_last"):
@@ -166,8 +167,9 @@ class MembraneInferer(Inferer):
         roi_size: window size, each a multiple of 16 (FusionNet's four poolings).
         sw_batch_size: windows per network call, or "auto": :data:`WINDOWS_PER_CALL` for the input's device (one on
             a CPU, where one window's activations stay in cache; four on a GPU, where each call costs launches).
-        overlap: fraction of overlap between windows, in [0, 1).
-        mode: window blending, "gaussian" or "constant".
+        overlap: fraction of overlap between windows, in [0, 1); one that would run the network more than
+            ``scripts.settings.MAX_PASSES_PER_PIXEL`` times per pixel is refused.
+        mode: window blending (the ``blend_mode`` key), "gaussian" or "constant".
         tta: average over the 8 flips/rotations of each window (8x the cost).
         spatial_dims: the network's spatial dims (2 or 3).
         padding_mode: how windows are padded at the image border.
@@ -188,8 +190,9 @@ class MembraneInferer(Inferer):
         super().__init__()
         self.precision = check_precision(precision)
         roi = tuple(spatial_size(list(roi_tuple(roi_size, spatial_dims)), "roi_size", spatial_dims))
-        if not 0.0 <= float(overlap) < 1.0:
-            raise BundleInputError("overlap", f"must be in [0, 1), got {overlap}", "pass e.g. --overlap 0.25")
+        overlap = fraction(overlap, "overlap", 0.25)
+        check_window_count(roi, overlap)
+        mode = choice(mode, "blend_mode", BLEND_MODES)
         if sw_batch_size != "auto":
             sw_batch_size = integer(sw_batch_size, "sw_batch_size", 1, "auto")
         self.roi_size = roi

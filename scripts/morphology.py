@@ -9,7 +9,8 @@ from collections.abc import Sequence
 import numpy as np
 from skimage.measure import regionprops
 
-from .io import atomic_path
+from .instances import map_sections
+from .outputs import atomic_path
 
 COLUMNS_2D = (
     "id", "slice", "area_px", "area_phys", "equivalent_diameter_px", "perimeter_px", "eccentricity",
@@ -58,16 +59,20 @@ def cell_table(labels: np.ndarray, mode: str = "2d", spacing: Sequence[float] | 
             )
         return rows
     pixel = float(spacing[1] * spacing[2]) if spacing else None
-    for z, section in enumerate(labels):
-        for r in regionprops(section):
-            rows.append(
-                {
-                    "id": r.label, "slice": z, "area_px": int(r.area), "area_phys": r.area * pixel if pixel else "",
-                    "equivalent_diameter_px": float(r.equivalent_diameter_area), "perimeter_px": float(r.perimeter),
-                    "eccentricity": float(r.eccentricity), "solidity": float(r.solidity),
-                    "centroid_y": float(r.centroid[0]), "centroid_x": float(r.centroid[1]),
-                }  # fmt: skip
-            )
+
+    def measure(section: np.ndarray) -> list[dict]:
+        return [
+            {
+                "id": r.label, "area_px": int(r.area), "area_phys": r.area * pixel if pixel else "",
+                "equivalent_diameter_px": float(r.equivalent_diameter_area), "perimeter_px": float(r.perimeter),
+                "eccentricity": float(r.eccentricity), "solidity": float(r.solidity),
+                "centroid_y": float(r.centroid[0]), "centroid_x": float(r.centroid[1]),
+            }  # fmt: skip
+            for r in regionprops(section)
+        ]
+
+    for z, section_rows in enumerate(map_sections(measure, labels)):
+        rows += [{**row, "slice": z} for row in section_rows]
     return rows
 
 

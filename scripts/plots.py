@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .io import atomic_path
+from .outputs import atomic_path
 
 
 def _pyplot():  # type: ignore[no-untyped-def]

@@ -27,137 +27,23 @@ from torch import nn
 from tqdm import tqdm
 
 from .errors import BundleInputError
-from .hdf5 import H5Sections, write_h5_sections
 from .inferers import MembraneInferer
 from .instances import seed_options, segment_cells
-from .io import (
-    HDF5_SUFFIXES,
-    TIFF_SUFFIXES,
-    OpenFileReader,
-    atomic_path,
-    check_values,
+from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported for callers of this module)
+    H5Sections,
+    TiffSections,
     image_stem,
-    image_suffix,
+    open_sections,
     require_volume,
-    tiff_spacing,
+    write_sections,
+    write_tiff_sections,
 )
 from .morphology import COLUMNS_2D, cell_table
+from .outputs import atomic_path, remove_stale_temporaries, result_path
+from .settings import check_device, choice, output_folder
+from .transforms import TARGETS
 
 OUTPUT_FORMATS = ("tif", "h5")
-BIGTIFF_BYTES = 2**32 - 2**25  # classic TIFF offsets are 32-bit; leave room for the page tables
-
-
-def open_sections(path: str | os.PathLike) -> TiffSections | H5Sections:
-    """A stack read section by section: :class:`TiffSections`, or ``H5Sections`` for ``.h5``/``.hdf5`` files."""
-    return H5Sections(path) if image_suffix(path) in HDF5_SUFFIXES else TiffSections(path)
-
-
-def write_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype) -> None:
-    """Write sections as they come to a TIFF, or to an HDF5 file (dataset named after the file's ``_prob``/``_seg``
-    suffix) when ``path`` ends in ``.h5``, atomically."""
-    if image_suffix(path) in HDF5_SUFFIXES:
-        write_h5_sections(path, sections, shape, dtype, name=image_stem(path).rsplit("_", 1)[-1])
-    else:
-        write_tiff_sections(path, sections, shape, dtype)
-
-
-class TiffSections(OpenFileReader):
-    """A (multi-page) TIFF stack read one ``(Y, X)`` section at a time.
-
-    Attributes:
-        path: the file.
-        shape: the stack's shape as stored: ``(Z, Y, X)``, or ``(Y, X)`` for a single image.
-        spacing: ``(z, y, x)`` voxel size, or None.
-    """
-
-    def __init__(self, path: str | os.PathLike) -> None:
-        import tifffile
-
-        self.path = str(path)
-        if image_suffix(self.path) not in TIFF_SUFFIXES:
-            raise BundleInputError(
-                self.path,
-                "streaming reads TIFF and HDF5 stacks only",
-                "convert it to a multi-page TIFF or HDF5, or use configs/inference.json",
-            )
-        if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
-            raise BundleInputError(self.path, "file not found or empty", "check the path or re-copy the stack")
-        try:
-            with tifffile.TiffFile(self.path) as tif:
-                series = tif.series[0]
-                self.shape, axes, self.dtype = tuple(series.shape), series.axes, series.dtype
-                self.spacing = tiff_spacing(tif)
-        except Exception as e:  # tifffile raises many types for corrupt files
-            raise BundleInputError(
-                self.path, f"cannot be read as a TIFF ({type(e).__name__}: {e})", "re-export it"
-            ) from e
-        if "S" in axes or len(self.shape) not in (2, 3):
-            raise BundleInputError(
-                self.path,
-                f"has shape {self.shape} (axes {axes}), not a grayscale section or stack",
-                "save it as (Z, Y, X)",
-            )
-
-    def __len__(self) -> int:
-        return self.shape[0] if len(self.shape) == 3 else 1
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        import tifffile
-
-        with tifffile.TiffFile(self.path) as tif:
-            for z in range(len(self)):
-                try:
-                    section = tif.asarray(key=z)
-                except Exception as e:
-                    raise BundleInputError(
-                        self.path,
-                        f"section {z} cannot be read ({type(e).__name__}: {e})",
-                        "the file is truncated; re-export it",
-                    ) from e
-                check_values(section, f"{self.path} (section {z})")
-                yield section
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``, reading only those pages.
-
-        The file stays open between calls (random access without re-parsing it); :meth:`close` or a ``with``
-        block closes it.
-        """
-        import tifffile
-
-        if not 0 <= start < stop <= len(self):
-            raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
-        try:
-            if self._handle is None:
-                self._handle = tifffile.TiffFile(self.path)
-            sections = self._handle.asarray(key=range(start, stop))
-        except Exception as e:
-            raise BundleInputError(
-                self.path,
-                f"sections {start}..{stop - 1} cannot be read ({type(e).__name__}: {e})",
-                "the file is truncated; re-export it",
-            ) from e
-        sections = sections.reshape(stop - start, *self.shape[-2:])
-        check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
-        return sections
-
-
-def write_tiff_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype) -> None:
-    """Write ``(Y, X)`` sections as they come into one zlib-compressed TIFF series of ``shape``, atomically
-    (BigTIFF when the data would not fit classic TIFF's 4 GB)."""
-    import tifffile
-
-    big = int(np.prod(shape)) * np.dtype(dtype).itemsize > BIGTIFF_BYTES
-    with atomic_path(path) as tmp:
-        tifffile.imwrite(
-            tmp,
-            data=sections,
-            shape=tuple(shape),
-            dtype=dtype,
-            compression="zlib",
-            photometric="minisblack",
-            bigtiff=big,
-        )
 
 
 def sliding_window_planes(
@@ -301,9 +187,11 @@ class StreamingSegmenter:
             raise BundleInputError(
                 "instance_mode", f"{instance_mode!r} needs the whole volume in memory", "use 2d or none when streaming"
             )
-        self.network, self.inferer, self.device = network.eval(), inferer, torch.device(device)
-        self.output_dir, self.instance_mode, self.suffix = str(output_dir), instance_mode, f".{output_format}"
+        self.network, self.inferer, self.device = network.eval(), inferer, check_device(device)
+        self.output_dir, self.instance_mode, self.format = output_folder(output_dir), instance_mode, output_format
+        target = choice(target, "target", TARGETS)
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
+        remove_stale_temporaries(self.output_dir)
 
     def probabilities(self, stack: TiffSections | H5Sections) -> Iterator[np.ndarray]:
         """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1]."""
@@ -350,13 +238,16 @@ class StreamingSegmenter:
     def segment(self, path: str) -> str:
         """Write the results of one stack; returns the path of its ``_prob`` file."""
         stack = open_sections(path)
-        stem = os.path.join(self.output_dir, image_stem(path))
-        prob_path, seg_path = f"{stem}_prob{self.suffix}", f"{stem}_seg{self.suffix}"
+        stem = image_stem(path)
+        prob_path = result_path(self.output_dir, stem, "_prob", self.format)
+        seg_path = result_path(self.output_dir, stem, "_seg", self.format)
         write_sections(prob_path, self.probabilities(stack), stack.shape, np.float32)
         if self.instance_mode == "2d":
             probabilities = open_sections(prob_path)
             probabilities.spacing = stack.spacing
-            with atomic_path(f"{stem}_cells.csv") as table, open(table, "w", newline="") as f:
+            with atomic_path(result_path(self.output_dir, stem, "_cells", "csv")) as table, open(
+                table, "w", newline=""
+            ) as f:
                 rows = csv.DictWriter(f, fieldnames=COLUMNS_2D)
                 rows.writeheader()
                 write_sections(seg_path, self.cells(probabilities, rows), stack.shape, np.uint32)

@@ -53,9 +53,20 @@ def normalize_sections(image: np.ndarray | torch.Tensor, lower: float = 1.0, upp
 
     ssTEM sections vary in brightness and contrast, so each is normalized on its own, in training and
     inference alike. A flat section (all one value) becomes all zeros. Shape is kept.
+
+    Any finite float32 input gives a finite result: a section with values beyond 2**64 (or all below 2**-64) is
+    first scaled by a power of two, which is exact and leaves the normalized values as they were, so the
+    percentile interpolation and the differences below cannot overflow float32 (near 3.4e38 they would give
+    inf - inf = NaN). Other sections are computed exactly as without it.
     """
     x = torch.as_tensor(image, dtype=torch.float32)
     flat = x.reshape(-1, x.shape[-2] * x.shape[-1])
+    peak = flat.abs().amax(dim=1) if flat.numel() else flat.new_zeros(flat.shape[0])
+    extreme = (peak > 2.0**64) | ((peak > 0) & (peak < 2.0**-64))
+    if bool(extreme.any()):
+        shift = -torch.where(extreme, torch.frexp(peak).exponent, 0)[:, None].to(flat.dtype)
+        half = torch.trunc(shift / 2)  # two steps: 2**shift alone may not fit float32 (subnormal peaks)
+        flat = torch.ldexp(torch.ldexp(flat, half), shift - half)  # peak now in [0.5, 1): exact
     q = torch.quantile(flat[:, :: max(1, flat.shape[1] // 65536)], torch.tensor([lower / 100, upper / 100]), dim=1)
     lo, span = q[0][:, None], (q[1] - q[0])[:, None]
     scaled = torch.where(span > 0, (flat - lo) / span.clamp_min(1e-12), torch.zeros_like(flat))

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Hashable, Mapping
 
 import numpy as np
@@ -13,9 +12,12 @@ from monai.transforms import MapTransform
 
 from .errors import BundleInputError, as_bool
 from .instances import INSTANCE_MODES, seed_options, segment_cells
-from .io import image_stem, to_file_order, write_tiff
+from .io import image_stem, result_extension, to_file_order, write_like
 from .morphology import cell_table, write_cell_table
+from .outputs import result_path
 from .plots import save_morphology_histograms, save_overlay
+from .settings import choice, output_folder
+from .transforms import TARGETS
 
 
 class SaveEMResultsd(MapTransform):
@@ -24,7 +26,8 @@ class SaveEMResultsd(MapTransform):
     Expects ``d[key]`` = membrane probability ``(1, Z, Y, X)`` and the ``image_path``/``image_layout``/
     ``image_spacing`` entries from ``LoadStackd``. Writes, each atomically (no partial file on failure):
 
-    - ``<output_dir>/<stem>_prob.tif``: float32 in [0, 1], the input's shape and axis order;
+    - ``<output_dir>/<stem>_prob.tif``: float32 in [0, 1], the input's shape and axis order (``_prob.nii.gz``
+      with the input's affine and spacing for a NIfTI input, see ``scripts.io.write_like``);
     - ``<output_dir>/<stem>_seg.tif``: uint32 cell labels (0 = boundary), same shape (unless mode "none");
     - ``<output_dir>/<stem>_cells.csv``: one row per cell (unless mode "none");
     - with ``plots``: ``<stem>_overlay.png`` (cells over a few sections of ``d["image"]``) and
@@ -32,7 +35,8 @@ class SaveEMResultsd(MapTransform):
 
     Args:
         keys: the probability key (usually "pred").
-        output_dir: folder for the results (created if missing).
+        output_dir: folder for the results (created if missing; temporaries that killed runs left in it are
+            removed here, see ``scripts.outputs.remove_stale_temporaries``).
         instance_mode: "2d" (per section), "3d" (whole volume) or "none" (probability only).
         seed_threshold: watershed seeds are regions with probability below it.
         min_seed_size: smaller seeds are ignored.
@@ -62,8 +66,9 @@ class SaveEMResultsd(MapTransform):
             raise BundleInputError(
                 "instance_mode", f"unknown value {instance_mode!r}", f"use one of {', '.join(INSTANCE_MODES)}"
             )
-        self.output_dir = str(output_dir)
+        self.output_dir = output_folder(output_dir)
         self.instance_mode = instance_mode
+        target = choice(target, "target", TARGETS)
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
         self.plots = as_bool(plots, "plots")
 
@@ -74,18 +79,20 @@ class SaveEMResultsd(MapTransform):
             prob = (pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred))[0]
             prob = np.clip(prob.astype(np.float32, copy=False), 0.0, 1.0)
             layout = str(d["image_layout"])
-            stem = os.path.join(self.output_dir, image_stem(str(d["image_path"])))
-            write_tiff(f"{stem}_prob.tif", to_file_order(prob, layout))
+            source = str(d["image_path"])
+            stem, extension = image_stem(source), result_extension(source)
+            write_like(result_path(self.output_dir, stem, "_prob", extension), to_file_order(prob, layout), source)
             if self.instance_mode != "none":
                 cells = segment_cells(prob, self.instance_mode, **self.segment_options)
-                write_tiff(f"{stem}_seg.tif", to_file_order(cells, layout))
+                write_like(result_path(self.output_dir, stem, "_seg", extension), to_file_order(cells, layout), source)
                 spacing = d.get("image_spacing") or None
                 rows = cell_table(cells, self.instance_mode, spacing)
-                write_cell_table(f"{stem}_cells.csv", rows, self.instance_mode)
+                write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, self.instance_mode)
                 if self.plots:
                     image = d["image"]
                     image = (image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image))[0]
-                    save_overlay(image, cells, f"{stem}_overlay.png")
+                    save_overlay(image, cells, result_path(self.output_dir, stem, "_overlay", "png"))
                     size_key = "volume_px" if self.instance_mode == "3d" else "area_px"
-                    save_morphology_histograms(rows, f"{stem}_morphology.png", size_key=size_key)
+                    histograms = result_path(self.output_dir, stem, "_morphology", "png")
+                    save_morphology_histograms(rows, histograms, size_key=size_key)
         return d

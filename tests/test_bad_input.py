@@ -11,8 +11,8 @@ Cases (pytest id in brackets):
 - dataset folders: missing [inference, train, evaluate, CLI], empty [inference, train, evaluate], a dataset_dir that
   is a file but not an image, a folder holding no image files;
 - image files given to inference: zero-byte, corrupt, truncated TIFF, unreadable (permission denied), NaN, Inf,
-  RGB, 4D, complex dtype, float64 beyond float32; the error names the file and nothing of it is written, also
-  through the CLI (no traceback in the log);
+  4D, complex dtype, float64 beyond float32 (RGB is read as grey: tests/test_io.py); the error names the file and
+  nothing of it is written, also through the CLI (no traceback in the log);
 - images that are fine and must segment: float64, int16, uint16, bool, a flat (one-value) image, an image smaller
   than the window (roi_size larger than the image shrinks the window), a 3D stack for the 2D network;
 - dimensions: a 3D network (--spatial_dims 3) given a single 2D image in inference, and 2D images in training and
@@ -204,8 +204,7 @@ BAD_IMAGES: dict[str, tuple[Callable[[Path], None], str]] = {
     "unreadable": (_unreadable, "permission denied"),
     "nan": (lambda p: tifffile.imwrite(p, np.full((2, 32, 32), np.nan, np.float32)), "NaN or Inf"),
     "inf": (lambda p: tifffile.imwrite(p, np.where(np.eye(32) > 0, np.inf, 1.0).astype(np.float32)), "NaN or Inf"),
-    "rgb": (lambda p: tifffile.imwrite(p, np.zeros((32, 32, 3), np.uint8), photometric="rgb"), "colour (RGB/RGBA)"),
-    "4d": (lambda p: tifffile.imwrite(p, np.zeros((2, 2, 32, 32), np.uint8)), "has 4 dimensions"),
+    "4d": (lambda p: tifffile.imwrite(p, np.zeros((2, 2, 32, 32), np.uint8)), "holds several stacks"),
     "complex": (lambda p: tifffile.imwrite(p, np.ones((32, 32), np.complex64)), "unsupported dtype complex64"),
     "float64-beyond-float32": (lambda p: tifffile.imwrite(p, np.full((32, 32), 1e300)), "beyond float32"),
 }

@@ -40,7 +40,7 @@ def test_tiny_benchmark_reports_every_figure(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setattr(scripts.inferers, "native_bf16", lambda device: False)
     report = run_benchmark(
         sections=1, size=64, roi=32, full_width=False, variants=("fp32", "bf16", LAYOUT, LAYOUT + "+bf16"),
-        train_patch=32, train_batch=2, train_steps=2, widths={"shipped": (4, 8, 8, 8, 8)},
+        train_patch=32, train_batch=2, train_steps=2, widths={"shipped": (4, 8, 8, 8, 8)}, job_sections=0,
     )  # fmt: skip
     assert report["peak_gflops"]["fp32"] > 0 and report["peak_gflops"]["bf16"] > 0
     assert {r["variant"] for r in report["inference"]} == {"fp32", LAYOUT, "fp32 +tta"}  # no emulated bf16 rows
@@ -123,3 +123,18 @@ def test_benchmark_device_is_checked(device: str) -> None:
         pytest.skip("a CUDA GPU is visible")
     with pytest.raises(BundleInputError, match="--device"):
         benchmark(device=device)
+
+
+def test_whole_job_row_times_inference_json_end_to_end() -> None:
+    """The job row runs inference.json as a user does, writes every result, and relates the time to the peak."""
+    from bundle.benchmark_job import format_job, job_benchmark
+
+    row = job_benchmark({"fp32": 100.0, "bf16": 200.0}, True, inference_defaults()["features"], sections=2, size=64)
+    assert row["stack"].startswith("generated") and row["sections"] == 2
+    assert row["outputs"] == ["em-stack_cells.csv", "em-stack_morphology.png", "em-stack_overlay.png"] + [
+        "em-stack_prob.tif",
+        "em-stack_seg.tif",
+    ]
+    assert row["seconds"] > 0 and row["seconds_per_section"] == row["seconds"] / 2
+    assert row["fraction_of_peak"]["bf16"] == pytest.approx(row["fraction_of_peak"]["fp32"] / 2)
+    assert "whole job" in format_job(row)

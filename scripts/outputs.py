@@ -1,0 +1,131 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Where results go: their names, output folders, and writing files so that no partial or stale file is left.
+
+Every result of an image ``<dataset>/X.<ext>`` is ``<output_dir>/X<kind>.<ext>`` with a kind of
+:data:`RESULT_KINDS`; :func:`result_path` is the one place that names them. Files are written under a hidden
+temporary name and renamed when complete (:func:`atomic_path`); a temporary left by a run that was killed is
+removed when the next run starts writing to that folder (:func:`remove_stale_temporaries`).
+
+This module knows no image format (``scripts.io`` does), so every module may import it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from .errors import BundleInputError
+
+#: What inference writes for an image ``X``: ``X_prob`` (membrane probability), ``X_seg`` (cells), ``X_cells.csv``
+#: (morphology table), ``X_overlay.png`` and ``X_morphology.png`` (plots).
+RESULT_KINDS = ("_prob", "_seg", "_cells", "_overlay", "_morphology")
+
+_DISK_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG)
+# ".<target name>.<host>-<pid>.<random>.part": the host and process that write it, so a later run can tell a
+# temporary of a killed run (its process is gone) from one another run is still writing
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<host>[^.]+)-(?P<pid>\d+)\.[^.]+\.part$")
+
+
+def result_path(output_dir: str | os.PathLike, stem: str, kind: str, extension: str) -> str:
+    """``<output_dir>/<stem><kind>.<extension>``, e.g. ``out/x_prob.tif``; ``kind`` is one of :data:`RESULT_KINDS`."""
+    if kind not in RESULT_KINDS:
+        raise ValueError(f"unknown result kind {kind!r}, expected one of {RESULT_KINDS}")
+    return os.path.join(str(output_dir), f"{stem}{kind}.{extension.lstrip('.')}")
+
+
+def is_result_stem(stem: str) -> bool:
+    """Whether a file stem ends like a result of inference (``x_prob``, ``x_seg``, ``x_overlay``, ...)."""
+    return any(stem.endswith(kind) and len(stem) > len(kind) for kind in RESULT_KINDS)
+
+
+def make_output_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` (and its parents) if missing; a ``BundleInputError`` naming it if that fails."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise BundleInputError(
+            folder, f"output folder cannot be created ({e.strerror})", "choose a writable --output_dir"
+        ) from e
+    return folder
+
+
+def _host() -> str:
+    """This machine's name as it goes into temporary names (no dots or dashes, which separate the name's parts)."""
+    return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, run by another user
+        return True
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
+    """Remove the temporaries (:func:`atomic_path`) that killed runs on this machine left in ``folder``.
+
+    A run killed while writing (SIGKILL, power loss) cannot remove its temporary; the next run writing to the
+    folder does, here. Only temporaries of this machine whose process is gone are removed, so runs writing to the
+    same folder at the same time (several processes, several machines on a shared disk) never lose theirs.
+
+    Returns:
+        the names removed.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    host = _host()
+    for path in folder.iterdir():
+        match = _TEMPORARY.match(path.name)
+        if match and match["host"] == host and not _process_alive(int(match["pid"])):
+            try:
+                path.unlink()
+                removed.append(path.name)
+            except OSError:  # removed by another run meanwhile, or not ours to remove: leave it
+                pass
+    return removed
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary name beside ``path``; rename it to ``path`` only if the block succeeds.
+
+    The temporary file (``.<name>.<host>-<pid>.<random>.part``) is removed on any failure, Ctrl-C included. A full
+    disk, a quota, a read-only file system or a permission error while writing becomes a ``BundleInputError`` that
+    names ``path``.
+    """
+    path = Path(path)
+    make_output_folder(path.parent)
+    if not os.access(path.parent, os.W_OK):
+        raise BundleInputError(path.parent, "output folder is not writable", "choose a writable --output_dir")
+    try:
+        prefix = f".{path.name}.{_host()}-{os.getpid()}."
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
+    except OSError as e:
+        problem = f"output folder is not writable ({e.strerror})"
+        raise BundleInputError(path.parent, problem, "choose a writable --output_dir") from e
+    os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
+            fix = f"free space in {path.parent} or choose another --output_dir"
+            raise BundleInputError(path, f"could not be written ({os.strerror(e.errno)})", fix) from e
+        raise
