@@ -13,6 +13,7 @@ BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = BUNDLE_ROOT / "configs"
 SAMPLE_DIR = str(BUNDLE_ROOT / "sample")
 METADATA_SCHEMA = BUNDLE_ROOT / "bundle" / "metadata_schema.json"
+META_FILE = str(CONFIGS / "metadata.json")
 
 
 # keys of ``monai.bundle run`` itself (and of the MLflow tracking it can add), not of the config
@@ -50,7 +51,7 @@ def check_override_keys(config_file: str | list[str], overrides: dict[str, Any])
 PATH_KEYS = ("dataset_dir", "output_dir", "ckpt_path", "bundle_root")
 
 
-def _run_workflow(config: str, overrides: dict[str, Any]) -> None:
+def _run_workflow(config: str | list[str], overrides: dict[str, Any]) -> None:
     from monai.bundle import run
     from scripts.settings import path_setting
 
@@ -58,7 +59,8 @@ def _run_workflow(config: str, overrides: dict[str, Any]) -> None:
         if key in overrides:
             overrides[key] = path_setting(overrides[key], key)
     overrides.setdefault("bundle_root", str(BUNDLE_ROOT))
-    overrides.setdefault("config_file", str(CONFIGS / config))
+    files = [str(CONFIGS / name) for name in ([config] if isinstance(config, str) else config)]
+    overrides.setdefault("config_file", files[0] if len(files) == 1 else files)
     overrides.setdefault("meta_file", str(CONFIGS / "metadata.json"))
     overrides.setdefault("logging_file", str(CONFIGS / "logging.conf"))
     check_override_keys(overrides["config_file"], overrides)
@@ -79,8 +81,12 @@ def train(**overrides: Any) -> None:
 
 
 def evaluate(**overrides: Any) -> None:
-    """Score a model on a labelled --dataset_dir; writes metrics.csv to --output_dir (default runs/evaluate)."""
-    _run_workflow("evaluate.json", overrides)
+    """Score a model on a labelled --dataset_dir; writes metrics.csv to --output_dir (default runs/evaluate).
+
+    evaluate.json overrides train.json, so this runs ``['configs/train.json','configs/evaluate.json']``; a
+    --config_file of your own (e.g. with configs/basicunet.json) replaces that list.
+    """
+    _run_workflow(["train.json", "evaluate.json"], overrides)
 
 
 def make_sample(output_dir: str = SAMPLE_DIR, sections: int = 6, size: int = 256, seed: int = 2026) -> str:
@@ -92,6 +98,17 @@ def make_sample(output_dir: str = SAMPLE_DIR, sections: int = 6, size: int = 256
     write_tiff(Path(output_dir) / "em-volume.tif", image)
     write_tiff(Path(output_dir) / "em-labels.tif", label)
     return str(output_dir)
+
+
+def make_datalist(image: str, label: str, output: str = "runs/datalist.json") -> str:
+    """Write a MONAI datalist JSON pairing image stacks with label stacks whose names do not pair themselves, for
+    ``--dataset_dir``: e.g. ``python -m bundle make_datalist --image ../shared/data/fibsem_medulla/volume.tif
+    --label ../shared/data/fibsem_medulla/neuron-labels.tif --output runs/fibsem.json`` (comma-separated lists for
+    several pairs; paths are stored relative to the JSON file)."""
+    from scripts.data import write_datalist
+
+    write_datalist(image, label, output)
+    return str(output)
 
 
 def verify() -> str:
@@ -107,6 +124,35 @@ def verify() -> str:
         bundle_root=str(BUNDLE_ROOT),
     )
     return "metadata and network input/output verified"
+
+
+def metadata_requirements(meta_file: str = META_FILE, output: str | None = None) -> str:
+    """The pip requirements that configs/metadata.json declares, one per line, as the MONAI model zoo's
+    ci/get_bundle_requirements.py makes them: monai_version, pytorch_version (torch), numpy_version, then
+    optional_packages_version and required_packages_version ("==" unless the version starts with <, > or =).
+    Printed, and written to --output if given; e.g. ``pip install -r <(python -m bundle metadata_requirements)``."""
+    import json
+
+    from scripts.errors import BundleInputError
+
+    try:
+        meta = json.loads(Path(meta_file).read_text())
+    except (OSError, ValueError) as e:
+        raise BundleInputError(
+            meta_file, f"cannot be read as JSON ({e})", "pass --meta_file configs/metadata.json"
+        ) from None
+    lines = []
+    for key, package in (("monai_version", "monai"), ("pytorch_version", "torch"), ("numpy_version", "numpy")):
+        if key in meta:
+            lines.append(f"{package}=={meta[key]}")
+    for key in ("optional_packages_version", "required_packages_version"):
+        for package, version in meta.get(key, {}).items():
+            version = str(version).strip()
+            lines.append(f"{package}{version}" if version[:1] in ("<", ">", "=") else f"{package}=={version}")
+    text = "\n".join(lines)
+    if output:
+        Path(output).write_text(text + "\n")
+    return text
 
 
 def score_instances(seg: str, labels: str, z_start: int = 0, z_stop: int | None = None) -> dict:
@@ -241,6 +287,8 @@ COMMANDS = {
     "benchmark_scoring": benchmark_scoring,
     "benchmark_streaming": benchmark_streaming,
     "make_sample": make_sample,
+    "make_datalist": make_datalist,
     "verify": verify,
+    "metadata_requirements": metadata_requirements,
     "pack": pack,
 }

@@ -4,7 +4,8 @@
 Writes, under ``output_dir``:
 
 - ``<bundle_name>_v<version>.zip``: one top-level folder ``<bundle_name>/`` with ``configs/``, ``models/``,
-  ``scripts/``, ``docs/``, ``sample/`` and ``LICENSE`` (the layout ``python -m monai.bundle download`` unpacks);
+  ``scripts/``, ``docs/``, ``sample/``, ``LICENSE`` and ``large_files.yml`` (the layout ``python -m monai.bundle
+  download`` unpacks);
   no tests, caches, runs or build outputs. Entries are sorted and time-stamped 1980-01-01, so the same files
   always give the same zip and checksum.
 - ``<zip>.sha256``: the zip's SHA-256 in ``sha256sum`` format (``sha256sum -c`` checks it).
@@ -38,7 +39,7 @@ BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 DIST_DIR = str(BUNDLE_ROOT / "dist")
 ROOT_DIR = str(BUNDLE_ROOT)
 PACKED_FOLDERS = ("configs", "docs", "models", "sample", "scripts")
-PACKED_FILES = ("LICENSE",)
+PACKED_FILES = ("LICENSE", "large_files.yml")  # large_files.yml: where present
 REQUIRED_FILES = ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md", "LICENSE")
 SKIPPED_NAMES = frozenset({"__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".DS_Store", ".git"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".part", ".swp")
@@ -102,7 +103,11 @@ def bundle_files(bundle_root: str | os.PathLike, tracked_only: bool = True) -> l
     tracked = git_tracked(root) if tracked_only else None
     if tracked is not None:
         tracked.add(Path("models/model.pt"))
-    files = [Path(f) for f in PACKED_FILES]
+    files = [
+        Path(f)
+        for f in PACKED_FILES
+        if f in REQUIRED_FILES or ((root / f).is_file() and (tracked is None or Path(f) in tracked))
+    ]
     for folder in PACKED_FOLDERS:
         for path in sorted((root / folder).rglob("*")):
             relative = path.relative_to(root)

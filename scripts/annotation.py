@@ -12,6 +12,9 @@ label files that ``--dataset_dir`` reads (0 = membrane, 255 = cell).
   ``postprocessing`` and then ``post_transforms`` and keeps the last one found (monailabel 0.8.5, checked by
   tests/test_monailabel.py), so it runs this instead of ``postprocessing``, which writes TIFF/CSV/PNG files. The
   bundle's own workflows never read ``post_transforms``. ``preprocessing`` and ``inferer`` serve both unchanged.
+  What reaches ``post_transforms`` is the inferer's output, a probability: ``network_def`` (and a TorchScript export)
+  returns logits, as ``metadata.json``'s ``network_data_format`` says, and ``scripts.inferers.MembraneInferer``
+  applies the sigmoid. MONAI Label takes only the output's key ("pred") and ``channel_def`` from the metadata.
 - ``train.json``'s datasets are :class:`AnnotatedDataset`: MONAI Label overrides ``train#dataset#data`` and
   ``validate#dataset#data`` with ``[{"image": path, "label": path}, ...]`` from its datastore; those pairs are read,
   their masks converted to the labels of ``target`` and split into sections. Items already in memory (what

@@ -48,30 +48,91 @@ def checkpoint_spatial_dims(state: dict[str, torch.Tensor]) -> int | None:
     return int(weight.ndim) - 2 if weight is not None else None
 
 
+_BASICUNET_KEYS = ["conv_0.conv_0.conv.weight"] + [f"down_{i}.convs.conv_0.conv.weight" for i in range(1, 5)]
+
+
+def checkpoint_architecture(state: dict[str, torch.Tensor]) -> tuple[str, list[int], int] | None:
+    """``(name, features, spatial_dims)`` of the network a state dict belongs to, read off its weights: "FusionNet"
+    (5 widths) or MONAI's "BasicUNet" (6 widths, as configs/basicunet.json gives them); None for anything else.
+    Works on a network's own ``state_dict()`` too."""
+    features = checkpoint_features(state)
+    if features is not None:
+        return "FusionNet", features, int(checkpoint_spatial_dims(state) or 2)
+    if all(k in state for k in _BASICUNET_KEYS) and "final_conv.weight" in state:
+        widths = [int(state[k].shape[0]) for k in _BASICUNET_KEYS] + [int(state["final_conv.weight"].shape[1])]
+        return "BasicUNet", widths, int(state[_BASICUNET_KEYS[0]].ndim) - 2
+    return None
+
+
+def dims_hint(dims: int, wanted_dims: int, features: list[int] | None = None) -> tuple[str, str]:
+    """``(problem, fix)`` for ``dims``-D weights under a ``wanted_dims``-D network_def: 2D weights under the 3D
+    configs need 3D weights (not --spatial_dims 2, which would undo the 3D configs); 3D weights need the 3D configs."""
+    problem = f"holds a {dims}D network, but network_def is {wanted_dims}D"
+    if wanted_dims == 3:
+        fix = (
+            "pass --ckpt_path to 3D weights (a model.pt trained with configs/train_3d.json over train.json), or "
+            "leave out the 3D config (configs/inference_3d.json, configs/train_3d.json) to run these 2D weights"
+        )
+    else:
+        fix = (
+            "run it with the 3D configs: add configs/inference_3d.json after inference.json (configs/train_3d.json "
+            "after train.json to evaluate)" + (f' and pass --features "{features}"' if features else "")
+        )
+    return problem, fix
+
+
+def mismatch_hint(state: dict[str, torch.Tensor], network: nn.Module) -> tuple[str, str] | None:
+    """``(problem, fix)`` for a checkpoint that does not fit ``network``, naming the change that makes it fit: other
+    weights (``--ckpt_path``) when the architecture or dimensionality differs from what the configs ask for, the
+    checkpoint's width (``--features``) when only that differs; None when the checkpoint is not recognised."""
+    have = checkpoint_architecture(state)
+    if have is None:
+        return None
+    kind, features, dims = have
+    want = checkpoint_architecture(network.state_dict())
+    wanted_kind = want[0] if want else type(network).__name__
+    if kind != wanted_kind:
+        problem = f"holds {kind} weights, but network_def is a {wanted_kind}"
+        if kind == "BasicUNet":
+            fix = (
+                "add configs/basicunet.json after the main config (e.g. --config_file "
+                "\"['configs/inference.json','configs/basicunet.json']\"), or pass --ckpt_path to FusionNet weights"
+            )
+        else:
+            fix = (
+                f"pass --ckpt_path to {wanted_kind} weights (a model.pt trained with the same configs, e.g. "
+                f"train.json with basicunet.json), or leave out the config that makes network_def a {wanted_kind} "
+                "(e.g. configs/basicunet.json) to use these FusionNet weights"
+            )
+        return problem, fix
+    if want is None:
+        return None
+    _, wanted_features, wanted_dims = want
+    if dims != wanted_dims:
+        return dims_hint(dims, wanted_dims, features)
+    if features != wanted_features:
+        problem = f"was trained with features {features}, but network_def has {wanted_features}"
+        return problem, f'pass --features "{features}" (the width it was trained with)'
+    return None
+
+
 def load_weights(network: nn.Module, path: str | os.PathLike) -> nn.Module:
     """Load ``path`` into ``network`` (strictly) and return the network.
 
-    A checkpoint of another width or architecture gives a ``BundleInputError`` that names the width to pass.
+    A checkpoint of another width, architecture or dimensionality gives a ``BundleInputError`` that names the fix
+    (:func:`mismatch_hint`).
     """
     path = path_setting(path, "ckpt_path")
     state = read_state_dict(path)
     try:
         network.load_state_dict(state, strict=True)
     except RuntimeError as e:
-        trained = checkpoint_features(state)
-        wanted = list(getattr(network, "features", [])) or None
-        dims, wanted_dims = checkpoint_spatial_dims(state), getattr(network, "spatial_dims", None)
-        if trained and trained != wanted:
-            fix = f'pass --features "{trained}" (the width it was trained with)'
-            problem = f"was trained with features {trained}, but network_def has {wanted}"
-        elif dims and wanted_dims and dims != wanted_dims:
-            problem = f"holds a {dims}D network, but network_def is {wanted_dims}D"
-            fix = f"pass --spatial_dims {dims}" + (" (e.g. with configs/inference_3d.json)" if dims == 3 else "")
-        else:
+        hint = mismatch_hint(state, network)
+        if hint is None:
             lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
             first = (lines[1] if len(lines) > 1 else lines[0] if lines else "")[:300]
-            fix, problem = "pass the network_def the checkpoint was trained with", f"does not fit network_def ({first})"
-        raise BundleInputError(path, problem, fix) from None
+            hint = f"does not fit network_def ({first})", "pass the network_def the checkpoint was trained with"
+        raise BundleInputError(path, *hint) from None
     return network
 
 
@@ -104,6 +165,5 @@ def load_network(network: nn.Module, path: str | os.PathLike) -> nn.Module:
     dims = next((p.ndim - 2 for p in module.parameters() if p.ndim in (4, 5)), None)
     wanted = getattr(network, "spatial_dims", None)
     if dims and wanted and dims != wanted:
-        fix = f"pass --spatial_dims {dims}" + (" (e.g. with configs/inference_3d.json)" if dims == 3 else "")
-        raise BundleInputError(path, f"holds a {dims}D network, but network_def is {wanted}D", fix)
+        raise BundleInputError(path, *dims_hint(dims, wanted))
     return module

@@ -13,6 +13,7 @@ Labels follow ISBI 2012: 0 = membrane, any other value = cell interior.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
@@ -121,6 +122,41 @@ def _pairs_from_datalist(path: Path) -> dict[str, list[dict[str, str]]]:
     if not lists["training"]:
         raise BundleInputError(path, "has no 'training' entries", 'add {"training": [{"image": ..., "label": ...}]}')
     return lists
+
+
+def write_datalist(
+    images: str | os.PathLike | list, labels: str | os.PathLike | list, output: str | os.PathLike
+) -> dict[str, list[dict[str, str]]]:
+    """Write a MONAI datalist JSON, ``{"training": [{"image": ..., "label": ...}, ...]}``, to ``output`` for a labelled
+    dataset whose file names do not pair themselves (e.g. ``volume.tif`` + ``neuron-labels.tif``), so that
+    ``--dataset_dir <output>`` trains on it. ``images`` and ``labels``: one path each, or lists (or comma-separated
+    strings) of equal length. Paths are written relative to the JSON file's folder, as MONAI reads them.
+    Returns the datalist."""
+
+    def paths(value: str | os.PathLike | list, name: str) -> list[Path]:
+        items = value if isinstance(value, (list, tuple)) else str(value).split(",")
+        found = [Path(str(v).strip()) for v in items if str(v).strip()]
+        for path in found:
+            if not path.is_file():
+                raise BundleInputError(path, "file not found", f"pass --{name} with existing image files")
+        if not found:
+            raise BundleInputError(f"--{name}", "names no file", f"pass --{name} path/to/stack.tif")
+        return found
+
+    image_paths, label_paths = paths(images, "image"), paths(labels, "label")
+    if len(image_paths) != len(label_paths):
+        problem = f"{len(image_paths)} images but {len(label_paths)} labels"
+        raise BundleInputError("--image/--label", problem, "give one label stack per image stack, in the same order")
+    out = Path(output)
+    base = out.resolve().parent
+    pairs = [
+        {"image": os.path.relpath(i.resolve(), base), "label": os.path.relpath(lab.resolve(), base)}
+        for i, lab in zip(image_paths, label_paths)
+    ]
+    datalist = {"training": pairs}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(datalist, indent=4) + "\n")
+    return datalist
 
 
 def find_labelled_pairs(dataset_dir: str | os.PathLike) -> dict[str, list[dict[str, str]]]:

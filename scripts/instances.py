@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import numpy as np
 from scipy import ndimage
-from skimage.morphology import h_maxima, remove_small_objects
+from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
 
 from .errors import BundleInputError
@@ -21,6 +21,18 @@ SEED_METHODS = ("components", "distance")
 # threads for per-section post-processing: the machine's cores, capped (sections are small, threads are cheap)
 SECTION_THREADS = min(8, os.cpu_count() or 1)
 T = TypeVar("T")
+
+
+def drop_small_regions(mask: np.ndarray, min_size: int) -> np.ndarray:
+    """``mask`` (bool) without its connected regions (face connectivity) of fewer than ``min_size`` pixels.
+
+    What ``skimage.morphology.remove_small_objects`` does, written out because its size argument changed name and
+    meaning in scikit-image 0.26 (``min_size`` < n kept, ``max_size`` <= n dropped) and the bundle runs on both.
+    """
+    labels, _ = ndimage.label(mask)
+    keep = np.bincount(labels.ravel()) >= min_size
+    keep[0] = False
+    return keep[labels]
 
 
 def _seeds(interior: np.ndarray, method: str, seed_distance: float) -> np.ndarray:
@@ -48,7 +60,7 @@ def _watershed(
     boundary = 1.0 - prob if foreground else prob
     interior = boundary < seed_threshold
     if min_seed_size > 1:
-        interior = remove_small_objects(interior, max_size=min_seed_size - 1)
+        interior = drop_small_regions(interior, min_seed_size)
     markers = _seeds(interior, seeds, seed_distance)
     mask = interior if foreground else None
     return watershed(boundary, markers, connectivity=1, watershed_line=True, mask=mask).astype(np.uint32)

@@ -15,6 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 ISBI = SHARED_DATA / "isbi2012"
 TINY = [4, 8, 16, 32, 64]
+# evaluate.json overrides train.json (the model zoo's layout): it is always run after it
+EVALUATE = ["train.json", "evaluate.json"]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 

@@ -48,7 +48,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import run_cli, run_workflow
+from conftest import EVALUATE, run_cli, run_workflow
 from scripts.errors import BundleInputError, find_input_error
 from scripts.fusionnet import FusionNet
 from scripts.io import write_tiff
@@ -59,7 +59,7 @@ RESULT_SUFFIXES = ("_prob.tif", "_seg.tif", "_cells.csv", "_overlay.png", "_morp
 
 
 # ----------------------------------------------------------------------------------------------------- helpers
-def _input_error(config: str, **overrides: Any) -> BundleInputError:
+def _input_error(config: str | list[str], **overrides: Any) -> BundleInputError:
     """Run ``configs/<config>`` with ``overrides``; return the ``BundleInputError`` it must stop with."""
     with pytest.raises(Exception) as info:
         run_workflow(config, **overrides)
@@ -138,7 +138,7 @@ def pair_dir(tmp_path: Path) -> Path:
 
 
 # --------------------------------------------------------------------------------------------- dataset folders
-@pytest.mark.parametrize("config", ["inference.json", "train.json", "evaluate.json"])
+@pytest.mark.parametrize("config", ["inference.json", "train.json", EVALUATE], ids=["inference", "train", "evaluate"])
 def test_missing_dataset_folder(tmp_path: Path, model: Path, config: str) -> None:
     overrides = _train(tmp_path / "nope", tmp_path / "out") if config == "train.json" else (
         _infer(model, tmp_path / "nope", tmp_path / "out")
@@ -151,7 +151,7 @@ def test_missing_dataset_folder(tmp_path: Path, model: Path, config: str) -> Non
 
 @pytest.mark.parametrize(
     "config,problem",
-    [("inference.json", "no images found"), ("train.json", "no labelled"), ("evaluate.json", "no labelled")],
+    [("inference.json", "no images found"), ("train.json", "no labelled"), (EVALUATE, "no labelled")],
     ids=["inference", "train", "evaluate"],
 )
 def test_empty_dataset_folder(tmp_path: Path, model: Path, config: str, problem: str) -> None:
@@ -286,7 +286,7 @@ def test_3d_network_given_a_single_2d_image(tmp_path: Path, model_3d: Path) -> N
     assert _leftovers(tmp_path / "out", "section") == []
 
 
-@pytest.mark.parametrize("config", ["train.json", "evaluate.json"])
+@pytest.mark.parametrize("config", ["train.json", EVALUATE], ids=["train", "evaluate"])
 def test_3d_network_given_2d_labelled_images(tmp_path: Path, model_3d: Path, config: str) -> None:
     image, label = make_em_stack((1, 64, 64), seed=2)
     _write_pair(tmp_path / "d", image[0], label[0])
@@ -331,12 +331,12 @@ def test_evaluate_with_mismatched_label_shape(tmp_path: Path, model: Path) -> No
     image, label = make_em_stack((3, 64, 64), seed=5)
     write_tiff(tmp_path / "d" / "images" / "s.tif", image)
     write_tiff(tmp_path / "d" / "labels" / "s.tif", label[:, :32])
-    error = _input_error("evaluate.json", **_evaluate(model, tmp_path / "d", tmp_path / "out"))
+    error = _input_error(EVALUATE, **_evaluate(model, tmp_path / "d", tmp_path / "out"))
     assert error.what.endswith("s.tif") and "does not match" in error.problem
 
 
 @pytest.mark.parametrize(
-    "config,value", [("train.json", 0), ("train.json", 255), ("evaluate.json", 255)],
+    "config,value", [("train.json", 0), ("train.json", 255), (EVALUATE, 255)],
     ids=["train-all-membrane", "train-all-cell", "evaluate-all-cell"],
 )  # fmt: skip
 def test_labels_that_are_all_one_value(tmp_path: Path, model: Path, config: str, value: int) -> None:
@@ -459,12 +459,12 @@ def test_bad_inference_setting_names_the_key(
 
 
 def test_evaluate_unknown_subset(tmp_path: Path, model: Path, pair_dir: Path) -> None:
-    error = _input_error("evaluate.json", **_evaluate(model, pair_dir, tmp_path / "out", subset="test"))
+    error = _input_error(EVALUATE, **_evaluate(model, pair_dir, tmp_path / "out", subset="test"))
     assert error.what == "subset" and "all, training or validation" in error.fix
 
 
 # ----------------------------------------------------------------------------------------------------- models
-@pytest.mark.parametrize("config", ["inference.json", "evaluate.json"])
+@pytest.mark.parametrize("config", ["inference.json", EVALUATE], ids=["inference", "evaluate"])
 def test_missing_model_file(tmp_path: Path, images_dir: Path, pair_dir: Path, config: str) -> None:
     data = images_dir if config == "inference.json" else pair_dir
     error = _input_error(config, **_infer(tmp_path / "absent.pt", data, tmp_path / "out"))
@@ -498,7 +498,7 @@ def test_bad_model_file(tmp_path: Path, images_dir: Path, case: str) -> None:
     _no_result(tmp_path / "out")
 
 
-@pytest.mark.parametrize("config", ["inference.json", "evaluate.json"])
+@pytest.mark.parametrize("config", ["inference.json", EVALUATE], ids=["inference", "evaluate"])
 def test_checkpoint_of_another_width_names_the_right_width(
     tmp_path: Path, images_dir: Path, pair_dir: Path, config: str
 ) -> None:
@@ -510,9 +510,42 @@ def test_checkpoint_of_another_width_names_the_right_width(
 
 
 def test_3d_checkpoint_for_the_2d_network(tmp_path: Path, model_3d: Path, images_dir: Path) -> None:
-    error = _input_error("inference.json", **_infer(model_3d, images_dir, tmp_path / "out"))
+    error = _input_error("inference.json", **_infer(model_3d, images_dir, tmp_path / "out", features=[8] * 5))
     assert error.what == str(model_3d) and "holds a 3D network, but network_def is 2D" in error.problem
-    assert "--spatial_dims 3" in error.fix
+    assert "configs/inference_3d.json" in error.fix and f'--features "{WIDTH}"' in error.fix
+
+
+def test_2d_checkpoint_for_the_3d_configs_asks_for_3d_weights(tmp_path: Path, model: Path, images_dir: Path) -> None:
+    """inference_3d.json with 2D weights: the fix is 3D weights (or no inference_3d.json), not --spatial_dims 2."""
+    overrides = _infer(model, images_dir, tmp_path / "out", roi_size=[16, 32, 32])
+    error = _input_error(["inference.json", "inference_3d.json"], **overrides)
+    assert error.what == str(model) and "holds a 2D network, but network_def is 3D" in error.problem
+    assert "--ckpt_path to 3D weights" in error.fix and "configs/train_3d.json" in error.fix
+    assert "--spatial_dims" not in error.fix and "--features" not in error.fix
+
+
+def test_fusionnet_checkpoint_for_the_basicunet_override_asks_for_basicunet_weights(
+    tmp_path: Path, model: Path, images_dir: Path
+) -> None:
+    """basicunet.json with FusionNet weights: the fix is BasicUNet weights (--ckpt_path), not a FusionNet width."""
+    overrides = _infer(model, images_dir, tmp_path / "out", features=[4, 4, 8, 8, 8, 4])
+    error = _input_error(["inference.json", "basicunet.json"], **overrides)
+    assert "holds FusionNet weights, but network_def is a BasicUNet" in error.problem
+    assert "--ckpt_path to BasicUNet weights" in error.fix and "--features" not in error.fix
+
+
+def test_basicunet_checkpoint_names_basicunet_json_or_its_width(tmp_path: Path, images_dir: Path) -> None:
+    from monai.networks.nets import BasicUNet
+
+    unet = dict(spatial_dims=2, in_channels=1, out_channels=1)
+    torch.save(BasicUNet(features=(4, 4, 8, 8, 8, 4), **unet).state_dict(), tmp_path / "unet.pt")
+    error = _input_error("inference.json", **_infer(tmp_path / "unet.pt", images_dir, tmp_path / "out"))
+    assert "holds BasicUNet weights, but network_def is a FusionNet" in error.problem
+    assert "configs/basicunet.json" in error.fix
+    overrides = _infer(tmp_path / "unet.pt", images_dir, tmp_path / "out", features=[8, 8, 8, 8, 8, 8])
+    error = _input_error(["inference.json", "basicunet.json"], **overrides)
+    assert "trained with features [4, 4, 8, 8, 8, 4]" in error.problem
+    assert '--features "[4, 4, 8, 8, 8, 4]"' in error.fix
 
 
 # --------------------------------------------------------------------------------------------- output folders
@@ -558,7 +591,7 @@ def test_full_disk_leaves_no_partial_file(
     assert list((tmp_path / "out").iterdir()) == []
 
 
-@pytest.mark.parametrize("config", ["inference.json", "train.json", "evaluate.json"])
+@pytest.mark.parametrize("config", ["inference.json", "train.json", EVALUATE], ids=["inference", "train", "evaluate"])
 def test_output_folder_that_cannot_be_created(
     tmp_path: Path, model: Path, images_dir: Path, pair_dir: Path, config: str
 ) -> None:

@@ -13,12 +13,13 @@ import pytest
 import tifffile
 import yaml
 from conftest import ROOT, run_cli, run_workflow
-from monai.bundle import ConfigWorkflow
+from monai.bundle import ConfigParser, ConfigWorkflow
 from sample_crop import CROP_FLAGS, write_sample_crop
 
 CONVENTION_FLAGS = ("--meta_file", "configs/metadata.json", "--logging_file", "configs/logging.conf")
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} - \S+ - INFO - ", re.MULTILINE)  # logging.conf's format
 FAST = ROOT / "configs" / "inference_fast.yaml"
+EVALUATE_FILES = "['configs/train.json','configs/evaluate.json']"  # evaluate.json overrides train.json
 TINY_FLAGS = ("--features", "[4,8,8,8,8]", "--patch_size", "[64,64]", "--samples_per_section", "2", "--batch_size", "2")
 needs_model = pytest.mark.skipif(not (ROOT / "models" / "model.pt").is_file(), reason="no shipped models/model.pt")
 
@@ -46,13 +47,17 @@ def test_train_then_evaluate_through_monai_run(labelled_dir: Path, tmp_path: Pat
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert LOG_LINE.search(result.stdout) and (tmp_path / "train" / "model.pt").is_file()
-    result = monai_run(
-        "configs/evaluate.json", "--dataset_dir", str(labelled_dir), "--output_dir", str(tmp_path / "eval"),
-        "--ckpt_path", str(tmp_path / "train" / "model.pt"), "--features", "[4,8,8,8,8]", "--roi_size", "[64,64]",
-    )  # fmt: skip
+    evaluate = ("--dataset_dir", str(labelled_dir), "--output_dir", str(tmp_path / "eval"), "--ckpt_path",
+                str(tmp_path / "train" / "model.pt"), "--features", "[4,8,8,8,8]", "--roi_size", "[64,64]")  # fmt: skip
+    result = monai_run(EVALUATE_FILES, *evaluate, "--subset", "validation")
     assert result.returncode == 0, result.stderr[-3000:]
     rows = dict(csv.reader((tmp_path / "eval" / "metrics.csv").open()))
     assert 0.0 <= float(rows["v_rand"]) <= 1.0
+    assert (tmp_path / "eval" / "v_rand_raw.csv").is_file()  # per-section scores, for pool_scores
+
+    # evaluate.json overrides train.json, as zoo bundles do: alone, MONAI stops while merging its validate#... keys
+    result = monai_run("configs/evaluate.json", *evaluate)
+    assert result.returncode != 0 and "KeyError: 'query key: validate'" in result.stderr
 
 
 def test_yaml_override_merges_key_by_key_over_inference_json(tmp_path: Path) -> None:
@@ -83,11 +88,45 @@ def test_yaml_config_list_on_the_command_line_equals_the_same_keys_as_flags(tmp_
 
 
 def test_evaluation_scores_what_inference_runs() -> None:
-    """evaluate.json runs the network exactly as inference.json does (width, precision, folding, layout, windows),
-    so its scores describe what users get; inference is bf16 where the CPU or GPU computes it natively ("auto")."""
-    inference, evaluation = (
-        json.loads((ROOT / "configs" / name).read_text()) for name in ("inference.json", "evaluate.json")
+    """evaluate.json over train.json runs the network exactly as inference.json does (width, precision, folding,
+    layout, windows), so its scores describe what users get; inference is bf16 where the CPU or GPU computes it
+    natively ("auto")."""
+    inference = ConfigParser.load_config_files(str(ROOT / "configs" / "inference.json"))
+    evaluation = ConfigParser.load_config_files(
+        [str(ROOT / "configs" / name) for name in ("train.json", "evaluate.json")]
     )
-    keys = ("features", "precision", "fold_batch_norm", "channels_last", "roi_size", "overlap", "tta")
+    keys = ("features", "precision", "fold_batch_norm", "channels_last", "roi_size", "overlap", "tta", "sw_batch_size",
+            "blend_mode", "ckpt_path")  # fmt: skip
     assert {k: evaluation[k] for k in keys} == {k: inference[k] for k in keys}
     assert inference["precision"] == "auto"
+    inferer = evaluation["validate"]["inferer"]
+    assert (inferer["roi_size"], inferer["mode"], inferer["tta"]) == ("@roi_size", "@blend_mode", "@tta")
+    assert evaluation["validate"]["evaluator"]["network"] == "@network"
+
+
+def test_evaluate_json_is_a_short_override_of_train_json() -> None:
+    """The model zoo's layout: evaluate.json sets keys of train.json (validate#...) and runs its evaluator, without
+    copying train.json's network, data or transforms."""
+    evaluate = json.loads((ROOT / "configs" / "evaluate.json").read_text())
+    train = json.loads((ROOT / "configs" / "train.json").read_text())
+    assert evaluate["run"] == ["$@validate#evaluator.run()"] and "validate#handlers" in evaluate
+    assert not {"network_def", "validate", "sections", "dataset", "evaluator", "preprocessing"} & set(evaluate)
+    assert all(key.split("#")[0] in train for key in evaluate if "#" in key)  # it overrides, it adds no sections
+
+
+def _strings(value: object) -> list[str]:
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [value] if isinstance(value, str) else []
+
+
+def test_no_config_points_outside_the_bundle() -> None:
+    """Configs travel in the release zip: no path in them may leave the bundle (../) or be absolute."""
+    for path in sorted((ROOT / "configs").glob("*")):
+        if path.suffix not in (".json", ".yaml", ".yml"):
+            continue
+        content = yaml.safe_load(path.read_text())  # JSON is YAML
+        outside = [s for s in _strings(content) if "../" in s or "..\\" in s or s.startswith("/")]
+        assert not outside, f"{path.name} points outside the bundle: {outside}"

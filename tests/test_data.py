@@ -6,7 +6,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scripts.data import find_images, find_labelled_pairs, held_out_block, labelled_items, split_sections, split_volumes
+from conftest import run_cli
+from scripts.data import (
+    find_images,
+    find_labelled_pairs,
+    held_out_block,
+    labelled_items,
+    split_sections,
+    split_volumes,
+    write_datalist,
+)
 from scripts.errors import BundleInputError
 from scripts.io import write_tiff
 
@@ -63,6 +72,34 @@ def test_datalist_json_with_its_own_validation(tmp_path: Path) -> None:
     assert split["validation"][0]["name"] == "b.tif[0]"
     with pytest.raises(BundleInputError, match="names its validation sections"):
         split_sections(tmp_path / "datalist.json", 0.2, val_fold=0)
+
+
+def test_make_datalist_pairs_files_whose_names_do_not(tmp_path: Path) -> None:
+    """A datalist for e.g. the FIB-SEM cube (volume.tif + neuron-labels.tif), made where the user wants it instead of
+    a config in the bundle pointing outside it; paths are relative to the JSON, as MONAI reads them."""
+    image, label = _stack(10)
+    write_tiff(tmp_path / "data" / "volume.tif", image)
+    write_tiff(tmp_path / "data" / "neuron-labels.tif", label)
+    with pytest.raises(BundleInputError, match="no labelled images found"):
+        find_labelled_pairs(tmp_path / "data")
+    output = tmp_path / "lists" / "cube.json"
+    write_datalist(str(tmp_path / "data" / "volume.tif"), str(tmp_path / "data" / "neuron-labels.tif"), output)
+    assert json.loads(output.read_text()) == {
+        "training": [{"image": "../data/volume.tif", "label": "../data/neuron-labels.tif"}]
+    }
+    split = split_sections(output, 0.2)
+    assert len(split["training"]) == 8 and [s["name"] for s in split["validation"]] == [
+        "volume.tif[8]",
+        "volume.tif[9]",
+    ]
+    with pytest.raises(BundleInputError, match="file not found"):
+        write_datalist(str(tmp_path / "data" / "absent.tif"), str(tmp_path / "data" / "volume.tif"), output)
+    with pytest.raises(BundleInputError, match="2 images but 1 labels"):
+        write_datalist([tmp_path / "data" / "volume.tif"] * 2, str(tmp_path / "data" / "volume.tif"), output)
+    result = run_cli("-m", "bundle", "make_datalist", "--image", str(tmp_path / "data" / "volume.tif"),
+                     "--label", str(tmp_path / "data" / "neuron-labels.tif"), "--output", str(tmp_path / "cli.json"))  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert json.loads((tmp_path / "cli.json").read_text())["training"][0]["image"] == "data/volume.tif"
 
 
 def test_last_sections_are_held_out(tmp_path: Path) -> None:

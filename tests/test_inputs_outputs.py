@@ -198,7 +198,13 @@ def test_3d_torchscript_model_under_the_2d_config(tmp_path: Path) -> None:
     torch.jit.save(scripted, tmp_path / "model.ts")
     error = _input_error("inference.json", **_infer(tmp_path / "model.ts", str(tmp_path / "in"), str(tmp_path / "o")))
     assert error.what == str(tmp_path / "model.ts") and "holds a 3D network, but network_def is 2D" in error.problem
-    assert "--spatial_dims 3" in error.fix
+    assert "configs/inference_3d.json" in error.fix
+    # and a 2D TorchScript model under the 3D configs asks for 3D weights, not for --spatial_dims 2
+    torch.jit.save(torch.jit.script(FusionNet(features=WIDTH).eval()), tmp_path / "model2d.ts")
+    overrides = _infer(tmp_path / "model2d.ts", str(tmp_path / "in"), str(tmp_path / "o"), roi_size=[16, 32, 32])
+    error = _input_error(["inference.json", "inference_3d.json"], **overrides)
+    assert "holds a 2D network, but network_def is 3D" in error.problem
+    assert "--ckpt_path to 3D weights" in error.fix and "--spatial_dims" not in error.fix
 
 
 # -------------------------------------------------------------------------------------------------- faults

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from scripts.instances import segment_cells
+from scripts.instances import drop_small_regions, segment_cells
 from scripts.morphology import COLUMNS_2D, COLUMNS_3D, cell_table, write_cell_table
 from scripts.synthetic import make_em_stack
 
@@ -16,6 +16,35 @@ def _two_cells() -> np.ndarray:
     prob = np.zeros((1, 20, 41), np.float32)
     prob[:, :, 20] = 1.0
     return prob
+
+
+def test_small_seed_regions_are_dropped_like_skimage_does() -> None:
+    """drop_small_regions = skimage's remove_small_objects (connectivity 1) on every scikit-image version: regions
+    of fewer than min_size pixels go, min_size and more stay; diagonal neighbours are separate regions."""
+    from skimage.morphology import remove_small_objects
+
+    mask = np.zeros((8, 8), bool)
+    mask[0, :3] = True  # 3 pixels
+    mask[3:5, 3:5] = True  # 4 pixels
+    mask[5, 5] = mask[6, 6] = True  # two diagonal single pixels
+    kept = drop_small_regions(mask, 4)
+    assert kept.sum() == 4 and kept[3:5, 3:5].all() and kept.dtype == bool
+    rng = np.random.default_rng(0)
+    for shape in ((40, 40), (6, 20, 20)):
+        noisy = rng.random(shape) > 0.6
+        for size in (1, 2, 5, 16):
+            # scikit-image 0.26 drops regions of at most max_size pixels; 0.25 those of fewer than min_size
+            limit = {"max_size": size - 1} if _skimage_uses_max_size() else {"min_size": size}
+            expected = remove_small_objects(noisy, **limit)
+            np.testing.assert_array_equal(drop_small_regions(noisy, size), expected)
+
+
+def _skimage_uses_max_size() -> bool:
+    import inspect
+
+    from skimage.morphology import remove_small_objects
+
+    return "max_size" in inspect.signature(remove_small_objects).parameters
 
 
 def test_watershed_separates_cells_by_a_one_pixel_line() -> None:

@@ -147,6 +147,26 @@ def test_inference_json_has_what_monailabels_infer_task_reads() -> None:
     assert len(meta["network_data_format"]["inputs"]["image"]["spatial_shape"]) == 2  # MONAI Label: a 2D model
 
 
+def test_metadata_declares_logits_and_the_inferer_monailabel_runs_gives_probability() -> None:
+    """network_def returns logits (metadata: unbounded value_range, "logits ... sigmoid" description); the inferer
+    that MONAI Label runs before post_transforms turns them into the probability ToLabelMaskd thresholds at 0.5."""
+    pred = json.loads((ROOT / "configs" / "metadata.json").read_text())["network_data_format"]["outputs"]["pred"]
+    assert pred["value_range"] == [] and "logits" in pred["description"] and "sigmoid" in pred["description"]
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "inference.json"))
+    parser.update({"bundle_root": str(ROOT), "features": TINY, "device": "cpu", "precision": "fp32"})
+    torch.manual_seed(0)
+    network = parser.get_parsed_content("network_def", instantiate=True).eval()
+    with torch.no_grad():
+        torch.nn.init.constant_(network.head.conv.bias, 3.0)  # a confident membrane call: logit 3
+        x = torch.rand(1, 1, 64, 64)
+        logits = network(x)
+        prob = parser.get_parsed_content("inferer", instantiate=True)(x, network)
+    assert logits.min() > 1.0  # not probabilities: logits (a bias of 3 puts them near 3)
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    torch.testing.assert_close(prob, torch.sigmoid(logits), atol=1e-5, rtol=1e-4)
+
+
 def test_train_json_trains_from_monailabels_datalist_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The keys BundleTrainTask sets (bundle_root, train#trainer#max_epochs, train#dataset#data,
     validate#dataset#data, device), at tiny width; under a MONAI Label app the models land in <bundle>/models."""

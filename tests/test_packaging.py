@@ -8,6 +8,7 @@ import hashlib
 import http.server
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,8 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from bundle.pack import pack
+import yaml
+from bundle.pack import file_digest, pack
 from conftest import ROOT, run_cli, run_workflow
 from sample_crop import CROP_FLAGS, CROP_OVERRIDES, write_sample_crop
 from scripts.errors import BundleInputError
@@ -57,6 +59,7 @@ def copy_bundle(target: Path, with_model: bool = True) -> Path:
     for folder in ("configs", "docs", "sample", "scripts"):
         shutil.copytree(ROOT / folder, target / folder, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "LICENSE", target / "LICENSE")
+    shutil.copy(ROOT / "large_files.yml", target / "large_files.yml")
     (target / "models").mkdir()
     if with_model:
         shutil.copy(ROOT / "models" / "model.pt", target / "models" / "model.pt")
@@ -75,14 +78,19 @@ def test_pack_writes_a_zoo_release(tmp_path: Path, capsys: pytest.CaptureFixture
         assert json.loads(archive.read(f"{NAME}/configs/metadata.json")) == META
     assert {n.split("/")[0] for n in names} == {NAME}
     for required in ("configs/inference.json", "configs/logging.conf", "scripts/fusionnet.py", "scripts/__init__.py",
-                     "docs/README.md", "docs/data_license.txt", "LICENSE", "sample/em-volume.tif"):  # fmt: skip
+                     "docs/README.md", "docs/data_license.txt", "LICENSE", "sample/em-volume.tif",
+                     "large_files.yml"):  # fmt: skip
         assert f"{NAME}/{required}" in names
-    top_level = ("configs", "models", "scripts", "docs", "sample", "LICENSE")
+    top_level = ("configs", "models", "scripts", "docs", "sample", "LICENSE", "large_files.yml")
     assert not [n for n in names if n.split("/")[1] not in top_level]
     assert not [n for n in names if "__pycache__" in n or n.endswith((".pyc", ".part"))]
 
     sha256 = hashlib.sha256(zip_path.read_bytes()).hexdigest()
     assert (tmp_path / "dist" / f"{RELEASE}.zip.sha256").read_text() == f"{sha256}  {RELEASE}.zip\n"
+    if shutil.which("sha256sum"):  # the file names the zip as it lies beside it: sha256sum -c checks it from there
+        check = subprocess.run(["sha256sum", "-c", f"{RELEASE}.zip.sha256"], cwd=tmp_path / "dist",
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        assert check.returncode == 0 and check.stdout.strip() == f"{RELEASE}.zip: OK", check.stdout + check.stderr
     info = json.loads((tmp_path / "dist" / "model_info.json").read_text())
     assert info == {RELEASE: {"checksum": hashlib.sha1(zip_path.read_bytes()).hexdigest(), "source": zip_path.as_uri()}}
     assert sorted(p.name for p in (tmp_path / "dist").iterdir()) == sorted(
@@ -115,6 +123,28 @@ def test_pack_leaves_out_caches_and_files_git_does_not_track(tmp_path: Path) -> 
     names = zipfile.ZipFile(pack(str(tmp_path / "d2"), bundle_root=str(bundle), progress=False)["zip"]).namelist()
     assert f"{NAME}/configs/local_datalist.json" not in names and f"{NAME}/sample/em-volume.tif" not in names
     assert f"{NAME}/models/model.pt" in names and f"{NAME}/scripts/fusionnet.py" in names
+
+
+@needs_model
+def test_large_files_yml_lists_the_shipped_weights_with_their_hash(tmp_path: Path) -> None:
+    """The zoo's large_files.yml: models/model.pt with the sha256 of the committed file, so changed weights without
+    an updated hash_val fail here; MONAI's download_large_files accepts the file as it is, without the network."""
+    entries = yaml.safe_load((ROOT / "large_files.yml").read_text())["large_files"]
+    assert [e["path"] for e in entries] == ["models/model.pt"]
+    entry = entries[0]
+    assert entry["hash_type"] == "sha256"
+    actual = file_digest(ROOT / "models" / "model.pt", "sha256")
+    assert entry["hash_val"] == actual, f"models/model.pt changed: set hash_val: {actual} in large_files.yml"
+    assert re.fullmatch(r"https://github\.com/[^/]+/[^/]+/releases/download/v\d+\.\d+\.\d+/model\.pt", entry["url"])
+    from monai.bundle import download_large_files
+
+    download_large_files(bundle_path=str(ROOT))  # present with the listed hash: nothing is downloaded
+    bundle = tmp_path / "bundle"
+    (bundle / "models").mkdir(parents=True)
+    shutil.copy(ROOT / "large_files.yml", bundle / "large_files.yml")
+    (bundle / "models" / "model.pt").write_bytes(b"other weights")
+    with pytest.raises(Exception, match="hash check of existing file failed"):
+        download_large_files(bundle_path=str(bundle))
 
 
 def test_pack_stops_with_a_fix_for_a_missing_or_bad_model_and_a_bad_name(tmp_path: Path) -> None:
@@ -180,3 +210,38 @@ def test_release_downloads_loads_and_infers_like_the_working_tree(tmp_path: Path
     zoo, tree = (tifffile.imread(tmp_path / out / "em-crop_prob.tif") for out in ("out_zoo", "out_tree"))
     assert zoo.shape == (2, 128, 160) and zoo.std() > 0.05
     np.testing.assert_array_equal(zoo, tree)
+
+
+# what a command needs from the repository that the release zip lacks
+REPOSITORY_ONLY = re.compile(r"python -m bundle\b(?!\.)|\bbundle/|requirements[\w-]*\.txt|\.venv/|\bdist\b")
+
+
+def _commands(markdown: str) -> list[str]:
+    """The commands in ``markdown``'s code blocks, continuation lines joined; comment lines left out."""
+    commands, current, in_block = [], "", False
+    for line in markdown.splitlines():
+        if line.startswith("```"):
+            in_block = not in_block
+            continue
+        if not in_block or (not current and line.lstrip().startswith("#")):
+            continue
+        current += line.rstrip("\\") + " "
+        if not line.endswith("\\"):
+            commands.append(current.strip())
+            current = ""
+    return commands
+
+
+def test_docs_mark_the_commands_that_need_the_repository() -> None:
+    """docs/README.md travels in the release zip: a command that needs the repository (python -m bundle, bundle/,
+    the requirements files, .venv, dist/) says "# repository only"; the release example has this version."""
+    docs = (ROOT / "docs" / "README.md").read_text()
+    commands = _commands(docs)
+    assert len(commands) > 40
+    unmarked = [c for c in commands if REPOSITORY_ONLY.search(c.split("#")[0]) and "# repository only" not in c]
+    assert not unmarked, "mark these in docs/README.md with '# repository only':\n" + "\n".join(unmarked)
+    assert "configs/evaluate.json --" not in docs  # evaluate.json alone is not a workflow: it overrides train.json
+    versions = set(re.findall(rf"{NAME}_v(\d+\.\d+\.\d+)", docs)) | set(
+        re.findall(r"releases/download/v([\d.]+\d)/", docs)
+    )
+    assert versions == {VERSION}, f"docs/README.md's release example names {versions}, metadata.json {VERSION}"

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bundle.cli import _folders, pool_scores
-from conftest import TINY, run_cli, run_workflow, workflow
+from conftest import EVALUATE, TINY, run_cli, run_workflow, workflow
 from scripts.errors import BundleInputError
 from scripts.evaluation import compare_pooled, pooled_scores
 
@@ -97,7 +97,7 @@ def test_cross_validation_through_the_configs(labelled_dir: Path, tiny_checkpoin
     assert [s["name"] for s in held_out["validation"]] == ["em-volume.tif[1]"]
     for fold in range(5):
         run_workflow(
-            "evaluate.json", dataset_dir=str(labelled_dir), ckpt_path=str(tiny_checkpoint), features=TINY,
+            EVALUATE, dataset_dir=str(labelled_dir), ckpt_path=str(tiny_checkpoint), features=TINY,
             roi_size=[64, 64], output_dir=str(tmp_path / f"fold{fold}"), subset="validation", val_fold=fold,
         )  # fmt: skip
     pooled = pool_scores(str(tmp_path / "fold*"))

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import ISBI, ROOT, TINY, run_cli, run_workflow, tiny_train_overrides, workflow
+from conftest import EVALUATE, ISBI, ROOT, TINY, run_cli, run_workflow, tiny_train_overrides, workflow
 from ignite.engine import Events
 from monai.handlers import from_engine
 from scipy import ndimage
@@ -33,6 +33,24 @@ def test_training_loss_falls(labelled_dir: Path, tmp_path: Path) -> None:
     assert np.mean(losses[2]) < np.mean(losses[1])
     assert (tmp_path / "model.pt").is_file() and (tmp_path / "model_final.pt").is_file()
     assert list(tmp_path.glob("events.out.tfevents.*"))
+
+
+def test_train_3d_json_swaps_only_the_2d_augmentations() -> None:
+    """train_3d.json overrides two entries of train.json's augmentation list by position (the 2D quarter turn and
+    the 2D elastic deformation become a flip along y and quarter turns in the y-x plane of a volume); every other
+    entry stays train.json's own. A change to train.json's list that moves those two entries fails here."""
+    from monai.bundle import ConfigParser
+
+    train = ConfigParser.load_config_files(str(ROOT / "configs" / "train.json"))["train"]["preprocessing"]
+    merged = ConfigParser.load_config_files([str(ROOT / "configs" / n) for n in ("train.json", "train_3d.json")])
+    volume = merged["train"]["preprocessing"]["transforms"]
+    assert len(volume) == len(train["transforms"])
+    changed = {i for i, (a, b) in enumerate(zip(train["transforms"], volume)) if a != b}
+    assert changed == {5, 6}
+    assert [t["_target_"] for t in train["transforms"][5:7]] == ["RandRotate90d", "Rand2DElasticd"]
+    assert volume[5] == {"_target_": "RandFlipd", "keys": ["image", "label"], "prob": 0.5, "spatial_axis": 1}
+    assert volume[6]["_target_"] == "RandRotate90d" and volume[6]["spatial_axes"] == [1, 2]
+    assert not [t for t in volume if "2D" in t["_target_"]]
 
 
 def test_3d_training_and_inference_on_instance_labels(tmp_path: Path) -> None:
@@ -69,7 +87,7 @@ def test_basicunet_baseline_override_trains_and_evaluates(labelled_dir: Path, tm
     assert isinstance(wf.parser.get_parsed_content("network_def"), BasicUNet)
     wf.run()
     run_workflow(
-        ["evaluate.json", "basicunet.json"], dataset_dir=str(labelled_dir), output_dir=str(tmp_path / "e"),
+        [*EVALUATE, "basicunet.json"], dataset_dir=str(labelled_dir), output_dir=str(tmp_path / "e"),
         ckpt_path=str(tmp_path / "t" / "model.pt"), **unet,
     )  # fmt: skip
     assert (tmp_path / "e" / "metrics.csv").is_file()
@@ -100,10 +118,17 @@ def test_memory_format_and_batch_norm_folding_follow_the_configs(labelled_dir: P
         batch_norms(workflow("inference.json", fold_batch_norm=False, **weights).parser.get_parsed_content("network"))
         > 0
     )
-    evaluation = workflow("evaluate.json", dataset_dir=str(labelled_dir), **weights).parser.get_parsed_content(
-        "network"
-    )
+    evaluation = workflow(EVALUATE, dataset_dir=str(labelled_dir), **weights).parser.get_parsed_content("network")
     assert batch_norms(evaluation) == 0
+
+
+def test_evaluation_scores_the_checkpoint_it_is_given(labelled_dir: Path, tiny_checkpoint: Path) -> None:
+    """evaluate.json loads --ckpt_path in initialize into network_def, and validate#evaluator runs that network."""
+    wf = workflow(EVALUATE, dataset_dir=str(labelled_dir), ckpt_path=str(tiny_checkpoint), features=TINY,
+                  fold_batch_norm=False)  # fmt: skip
+    state = wf.parser.get_parsed_content("validate#evaluator").network.state_dict()
+    saved = torch.load(tiny_checkpoint, weights_only=True)
+    assert state.keys() == saved.keys() and all(torch.equal(state[k].cpu(), saved[k]) for k in saved)
 
 
 def test_same_seed_gives_the_same_weights(labelled_dir: Path, tmp_path: Path) -> None:
@@ -120,12 +145,12 @@ def test_configs_have_the_monai_properties(labelled_dir: Path, tiny_checkpoint: 
     weights = {"ckpt_path": str(tiny_checkpoint), "features": TINY}
     assert workflow("train.json", dataset_dir=str(labelled_dir)).check_properties() == []
     assert workflow("inference.json", **weights).check_properties() == []
-    assert workflow("evaluate.json", dataset_dir=str(labelled_dir), **weights).check_properties() == []
+    assert workflow(EVALUATE, dataset_dir=str(labelled_dir), **weights).check_properties() == []
 
 
 def test_evaluate_writes_metrics_csv(labelled_dir: Path, tiny_checkpoint: Path, tmp_path: Path) -> None:
     run_workflow(
-        "evaluate.json",
+        EVALUATE,
         dataset_dir=str(labelled_dir),
         ckpt_path=str(tiny_checkpoint),
         features=TINY,
@@ -138,6 +163,18 @@ def test_evaluate_writes_metrics_csv(labelled_dir: Path, tiny_checkpoint: Path, 
         assert 0.0 <= float(rows[metric]) <= 1.0
     details = (tmp_path / "mean_dice_raw.csv").read_text()
     assert "em-volume.tif[4]" in details
+
+    # python -m bundle evaluate runs the same list (train.json, then evaluate.json) and still catches misspelt keys
+    flags = ("--dataset_dir", str(labelled_dir), "--ckpt_path", str(tiny_checkpoint), "--features", str(TINY),
+             "--roi_size", "[64,64]", "--output_dir", str(tmp_path / "cli"))  # fmt: skip
+    result = run_cli("-m", "bundle", "evaluate", *flags, "--subset", "validation")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sections = [
+        [row[0] for row in csv.reader((folder / "v_rand_raw.csv").open())] for folder in (tmp_path / "cli", tmp_path)
+    ]
+    assert sections[0] == sections[1] and len(sections[0]) == 2  # the header and the held-out section
+    result = run_cli("-m", "bundle", "evaluate", *flags, "--subsett", "validation")
+    assert result.returncode == 2 and "did you mean --subset?" in result.stderr
 
 
 def _check_outputs(output_dir: Path, stem: str, shape: tuple[int, ...]) -> None:
