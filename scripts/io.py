@@ -79,9 +79,22 @@ class Stack:
 
 class OpenFileReader:
     """Base of the section readers: ``_handle`` is the file a reader keeps open between reads; :meth:`close` or a
-    ``with`` block closes it (a later read opens it again)."""
+    ``with`` block closes it (a later read opens it again). Subclasses give ``__len__`` (the section count) and
+    ``read(start, stop)`` (sections ``start .. stop - 1`` as ``(stop - start, Y, X)``)."""
 
     _handle = None
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """The sections one by one, ``(Y, X)`` each, with the file open throughout."""
+        with self:
+            for z in range(len(self)):
+                yield self.read(z, z + 1)[0]
 
     def close(self) -> None:
         """Close the file kept open for reading."""
@@ -415,11 +428,6 @@ class TiffSections(OpenFileReader):
         check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
         return sections
 
-    def __iter__(self) -> Iterator[np.ndarray]:
-        with self:
-            for z in range(len(self)):
-                yield self.read(z, z + 1)[0]
-
     def close(self) -> None:
         super().close()
         self._whole = {}
@@ -539,11 +547,6 @@ class H5Sections(OpenFileReader):
         sections = dataset[start:stop] if len(self.shape) == 3 else dataset[()][None]
         check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
         return sections
-
-    def __iter__(self) -> Iterator[np.ndarray]:
-        with self:
-            for z in range(len(self)):
-                yield self.read(z, z + 1)[0]
 
 
 def write_h5_sections(
