@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import BundleInputError
 from .io import image_stem, image_suffix, read_stack, require_volume
-from .outputs import RESULT_KINDS, is_result_stem
+from .outputs import RESULT_KINDS, atomic_path, is_result_stem
 from .settings import integer, path_setting
 
 logger = logging.getLogger(__name__)
@@ -154,8 +154,8 @@ def write_datalist(
         for i, lab in zip(image_paths, label_paths)
     ]
     datalist = {"training": pairs}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(datalist, indent=4) + "\n")
+    with atomic_path(out) as tmp:
+        Path(tmp).write_text(json.dumps(datalist, indent=4) + "\n")
     return datalist
 
 
