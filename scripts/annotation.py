@@ -36,6 +36,7 @@ from monai.config import KeysCollection
 from monai.data import Dataset
 from monai.transforms import MapTransform
 
+from .data import with_neighbours
 from .errors import BundleInputError
 from .io import read_stack
 from .transforms import TARGETS
@@ -108,12 +109,15 @@ def labels_from_mask(mask: np.ndarray, target: str, path: str) -> np.ndarray:
     return (mask != 0).astype(np.uint8)
 
 
-def read_annotated(pair: Mapping[str, str], target: str = "membrane", spatial_dims: int = 2) -> list[dict]:
+def read_annotated(
+    pair: Mapping[str, str], target: str = "membrane", spatial_dims: int = 2, context_sections: int = 0
+) -> list[dict]:
     """Read one ``{"image": path, "label": path}`` pair of MONAI Label's datalist as training items.
 
     The label is a MONAI Label mask (nonzero = membrane, or object for target "foreground"), converted by
-    :func:`labels_from_mask`. A 2D network (``spatial_dims`` 2) gets one item per section, ``{"image": (1, Y, X),
-    "label": (1, Y, X), "name": "file.tif[z]"}``; a 3D network one item with the whole ``(1, Z, Y, X)`` volume.
+    :func:`labels_from_mask`. A 2D network (``spatial_dims`` 2) gets one item per section, ``{"image": (C, Y, X),
+    "label": (1, Y, X), "name": "file.tif[z]"}`` (``C = 2 * context_sections + 1``: the section and its neighbours,
+    see ``scripts.data.with_neighbours``); a 3D network one item with the whole ``(1, Z, Y, X)`` volume.
     Raises ``BundleInputError`` for unreadable files or an image and label of different shapes.
     """
     image_path, label_path = str(pair["image"]), str(pair["label"])
@@ -129,7 +133,8 @@ def read_annotated(pair: Mapping[str, str], target: str = "membrane", spatial_di
     name = Path(image_path).name
     if spatial_dims == 3:
         return [{"image": image[None], "label": label[None], "name": f"{name}[0:{image.shape[0]}]"}]
-    return [{"image": image[z][None], "label": label[z][None], "name": f"{name}[{z}]"} for z in range(image.shape[0])]
+    image = with_neighbours(image, context_sections)
+    return [{"image": image[z], "label": label[z][None], "name": f"{name}[{z}]"} for z in range(image.shape[0])]
 
 
 def _is_file_pair(item: object) -> bool:
@@ -150,12 +155,19 @@ class AnnotatedDataset(Dataset):
         transform: the transform applied to every item when it is fetched.
         target: what the network learns (see ``scripts.transforms.MakeTargetd``).
         spatial_dims: 2 (items are sections) or 3 (items are volumes).
+        context_sections: neighbouring sections on each side given to a 2D network as extra channels.
     """
 
     def __init__(
-        self, data: Sequence, transform: Callable | None = None, target: str = "membrane", spatial_dims: int = 2
+        self,
+        data: Sequence,
+        transform: Callable | None = None,
+        target: str = "membrane",
+        spatial_dims: int = 2,
+        context_sections: int = 0,
     ) -> None:
         items: list = []
         for item in data:
-            items.extend(read_annotated(item, target, spatial_dims) if _is_file_pair(item) else [item])
+            pair = _is_file_pair(item)
+            items.extend(read_annotated(item, target, spatial_dims, context_sections) if pair else [item])
         super().__init__(items, transform)

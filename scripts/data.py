@@ -237,12 +237,31 @@ def _check_volume(pair: dict[str, str], image: np.ndarray) -> None:
     require_volume(pair["image"], image.shape, fix)
 
 
-def _sections(pairs: list[dict[str, str]], target: str) -> list[dict]:
+def with_neighbours(stack: np.ndarray, context_sections: int) -> np.ndarray:
+    """Each section with its ``context_sections`` neighbours on either side as channels (2.5D input).
+
+    Args:
+        stack: sections, shape ``(Z, Y, X)``.
+        context_sections: neighbours taken on each side; 0 gives ``stack[:, None]``.
+
+    Returns:
+        ``(Z, 2 * context_sections + 1, Y, X)``, channel ``context_sections`` being the section itself and the
+        channels before/after it the sections above/below. Beyond the first and last section the edge section is
+        repeated, so a lone 2D image becomes copies of itself.
+    """
+    context = integer(context_sections, "context_sections", 0, 1)
+    offsets = np.arange(-context, context + 1)
+    index = np.clip(np.arange(stack.shape[0])[:, None] + offsets[None], 0, stack.shape[0] - 1)
+    return stack[index]
+
+
+def _sections(pairs: list[dict[str, str]], target: str, context_sections: int = 0) -> list[dict]:
     items = []
     for pair in pairs:
         image, label = _read_pair(pair, target)
+        image = with_neighbours(image, context_sections)
         for z in range(image.shape[0]):
-            items.append({"image": image[z][None], "label": label[z][None], "name": f"{Path(pair['image']).name}[{z}]"})
+            items.append({"image": image[z], "label": label[z][None], "name": f"{Path(pair['image']).name}[{z}]"})
     return items
 
 
@@ -278,11 +297,17 @@ def held_out_block(n_sections: int, val_fraction: float = 0.2, val_fold: int = -
 
 
 def split_sections(
-    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "membrane", val_fold: int = -1
+    dataset_dir: str | os.PathLike,
+    val_fraction: float = 0.2,
+    target: str = "membrane",
+    val_fold: int = -1,
+    context_sections: int = 0,
 ) -> dict[str, list[dict]]:
     """Read a labelled dataset as 2D sections and hold out a contiguous block of them for validation.
 
-    Each item is ``{"image": (1, Y, X) array, "label": (1, Y, X) array, "name": "file.tif[z]"}``.
+    Each item is ``{"image": (C, Y, X) array, "label": (1, Y, X) array, "name": "file.tif[z]"}``, with ``C = 1``, or
+    ``2 * context_sections + 1`` channels holding the neighbouring sections of the same stack
+    (:func:`with_neighbours`; neighbours come from the whole stack, images only, whichever side they are on).
     Without a "validation" list in a datalist JSON, the sections (in file order, then section order) split into
     blocks of ``ceil(val_fraction * n)`` and :func:`held_out_block` picks the one held out: by default
     (``val_fold`` -1) the last, for one ISBI stack of 20 sections and 0.2 sections 16-19. A contiguous block keeps
@@ -294,13 +319,13 @@ def split_sections(
     """
     _check_fraction(val_fraction)
     pairs = find_labelled_pairs(dataset_dir)
-    training = _sections(pairs["training"], target)
+    training = _sections(pairs["training"], target, context_sections)
     if pairs["validation"]:
         if integer(val_fold, "val_fold", -1, 0) != -1:
             raise BundleInputError(
                 dataset_dir, "names its validation sections, so --val_fold has nothing to choose", "drop --val_fold"
             )
-        return {"training": training, "validation": _sections(pairs["validation"], target)}
+        return {"training": training, "validation": _sections(pairs["validation"], target, context_sections)}
     block = held_out_block(len(training), val_fraction, val_fold)
     n_val = block.stop - block.start
     if n_val >= len(training):
@@ -371,15 +396,16 @@ def labelled_items(
     target: str = "membrane",
     spatial_dims: int = 2,
     val_fold: int = -1,
+    context_sections: int = 0,
 ) -> list[dict]:
     """Labelled items to score: 2D sections (``spatial_dims`` 2) or volumes (3); "all" of them, or the
     "training"/"validation" part of :func:`split_sections` / :func:`split_volumes` (``val_fold`` picks the
-    cross-validation fold)."""
+    cross-validation fold; ``context_sections`` as in :func:`split_labelled`)."""
     if subset not in ("all", "training", "validation"):
         raise BundleInputError("subset", f"unknown value {subset!r}", "use all, training or validation")
     if subset == "all":
-        return split_labelled(dataset_dir, 0.0, target, spatial_dims)["training"]
-    return split_labelled(dataset_dir, val_fraction, target, spatial_dims, val_fold)[subset]
+        return split_labelled(dataset_dir, 0.0, target, spatial_dims, -1, context_sections)["training"]
+    return split_labelled(dataset_dir, val_fraction, target, spatial_dims, val_fold, context_sections)[subset]
 
 
 def split_labelled(
@@ -388,10 +414,18 @@ def split_labelled(
     target: str = "membrane",
     spatial_dims: int = 2,
     val_fold: int = -1,
+    context_sections: int = 0,
 ) -> dict[str, list[dict]]:
-    """:func:`split_sections` for a 2D network, :func:`split_volumes` for a 3D one."""
+    """:func:`split_sections` for a 2D network (``context_sections`` neighbours as extra channels), or
+    :func:`split_volumes` for a 3D one (which sees its neighbours already)."""
     if spatial_dims not in (2, 3):
         raise BundleInputError(
             "spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)"
         )
-    return (split_sections if spatial_dims == 2 else split_volumes)(dataset_dir, val_fraction, target, val_fold)
+    if spatial_dims == 3:
+        if integer(context_sections, "context_sections", 0, 0) != 0:
+            raise BundleInputError(
+                "context_sections", "is for 2D networks; a 3D network sees the neighbouring sections itself", "pass 0"
+            )
+        return split_volumes(dataset_dir, val_fraction, target, val_fold)
+    return split_sections(dataset_dir, val_fraction, target, val_fold, context_sections)
