@@ -4,11 +4,14 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.transforms import MapTransform
 from scipy import ndimage
 from skimage.morphology import h_maxima
 from skimage.segmentation import watershed
@@ -142,3 +145,45 @@ def segment_cells(
         labels[z] = np.where(cells > 0, cells + offset, 0)
         offset = int(labels[z].max(initial=offset))
     return labels
+
+
+class CellBoundariesd(MapTransform):
+    """Replace a membrane probability by the boundaries of the cells segmented from it, to score the cells.
+
+    ``d[key]`` is ``(1, Y, X)`` (a section) or ``(1, Z, Y, X)`` (a stack) membrane probability; it becomes a float
+    map of the same shape that is 1 on the 1-pixel lines between cells (label 0 of :func:`segment_cells`) and 0
+    inside them. The ISBI metrics then score the cells that inference writes to ``_seg`` exactly as they score a
+    probability map (``configs/evaluate_cells.json``).
+
+    Args:
+        keys: the probability key ("pred").
+        mode: "2d" or "3d", as inference's ``instance_mode``.
+        seed_threshold, min_seed_size, seeds, seed_distance: as :func:`segment_cells`.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        mode: str = "2d",
+        seed_threshold: float = 0.5,
+        min_seed_size: int = 16,
+        seeds: str = "components",
+        seed_distance: float = 2.0,
+        allow_missing_keys: bool = False,
+    ) -> None:
+        super().__init__(keys, allow_missing_keys)
+        if mode not in INSTANCE_MODES[:2]:
+            raise BundleInputError("instance_mode", f"must be 2d or 3d to score cells, got {mode!r}", "pass 2d or 3d")
+        self.mode = mode
+        self.options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance)
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            prob = d[key]
+            array = prob.detach().float().cpu().numpy() if isinstance(prob, torch.Tensor) else np.asarray(prob)
+            stack = array[0] if array.ndim == 4 else array  # (Z, Y, X); a (1, Y, X) section is a 1-section stack
+            boundaries = (segment_cells(stack, self.mode, **self.options) == 0).astype(np.float32)
+            result = torch.from_numpy(boundaries.reshape(array.shape))
+            d[key] = result.to(prob.device) if isinstance(prob, torch.Tensor) else result
+        return d
