@@ -28,7 +28,7 @@ from tqdm import tqdm
 
 from .errors import BundleInputError
 from .inferers import MembraneInferer
-from .instances import seed_options, segment_cells
+from .instances import DEFAULT_SEED_THRESHOLD, seed_options, segment_cells
 from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported for callers of this module)
     H5Sections,
     TiffSections,
@@ -174,7 +174,7 @@ class StreamingSegmenter:
         output_dir: str,
         device: torch.device | str = "cpu",
         instance_mode: str = "2d",
-        seed_threshold: float = 0.5,
+        seed_threshold: float = DEFAULT_SEED_THRESHOLD,
         min_seed_size: int = 16,
         seeds: str = "components",
         seed_distance: float = 2.0,

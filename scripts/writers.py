@@ -11,7 +11,7 @@ from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
 from .errors import BundleInputError, as_bool
-from .instances import INSTANCE_MODES, seed_options, segment_cells
+from .instances import DEFAULT_SEED_THRESHOLD, INSTANCE_MODES, seed_options, segment_cells
 from .io import image_stem, result_extension, to_file_order, write_like
 from .morphology import cell_table, write_cell_table
 from .outputs import result_path
@@ -53,7 +53,7 @@ class SaveEMResultsd(MapTransform):
         keys: KeysCollection,
         output_dir: str,
         instance_mode: str = "2d",
-        seed_threshold: float = 0.5,
+        seed_threshold: float = DEFAULT_SEED_THRESHOLD,
         min_seed_size: int = 16,
         seeds: str = "components",
         seed_distance: float = 2.0,

@@ -11,7 +11,7 @@ import torch
 from conftest import EVALUATE, TINY, run_workflow
 from scipy import ndimage
 from scripts.errors import BundleInputError
-from scripts.instances import CellBoundariesd, segment_cells
+from scripts.instances import DEFAULT_SEED_THRESHOLD, CellBoundariesd, segment_cells
 from scripts.isbi_metrics import isbi_scores, rand_info_scores
 from scripts.synthetic import make_em_stack
 
@@ -52,3 +52,15 @@ def test_evaluate_cells_config_scores_the_segmentation(labelled_dir: Path, tiny_
     # the boundary map is 0/1, so every threshold below 1 gives the same segments: one flat score curve
     rows = [line.split(",")[1:-2] for line in cells_rand.splitlines()[1:]]
     assert all(len(set(row)) == 1 for row in rows)
+
+
+def test_seed_threshold_defaults_per_target() -> None:
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config("configs/inference.json")
+    assert parser.get_parsed_content("seed_threshold") == DEFAULT_SEED_THRESHOLD == 0.15
+    for target, dims in (("foreground", 2), ("boundaries", 3)):
+        parser["target"], parser["spatial_dims"] = target, dims
+        assert parser.get_parsed_content("seed_threshold", lazy=False) == 0.5
+    assert segment_cells.__defaults__[1] == DEFAULT_SEED_THRESHOLD
