@@ -113,6 +113,18 @@ def mismatch_hint(state: dict[str, torch.Tensor], network: nn.Module) -> tuple[s
     if features != wanted_features:
         problem = f"was trained with features {features}, but network_def has {wanted_features}"
         return problem, f'pass --features "{features}" (the width it was trained with)'
+    channels, wanted_channels = _input_channels(state), _input_channels(network.state_dict())
+    if channels != wanted_channels:
+        problem = f"takes {channels} input channel(s), but network_def takes {wanted_channels}"
+        return problem, f"pass --context_sections {(channels - 1) // 2} (the neighbouring sections it was trained with)"
+    return None
+
+
+def _input_channels(state: dict[str, torch.Tensor]) -> int | None:
+    """Input channels of a FusionNet or BasicUNet state dict (2.5D networks take neighbouring sections too)."""
+    for key in ("encoders.0.conv_in.conv.weight", _BASICUNET_KEYS[0]):
+        if key in state:
+            return int(state[key].shape[1])
     return None
 
 

@@ -237,6 +237,17 @@ def _check_volume(pair: dict[str, str], image: np.ndarray) -> None:
     require_volume(pair["image"], image.shape, fix)
 
 
+def input_channels(context_sections: int, spatial_dims: int = 2) -> int:
+    """The network's input channels: the section and ``context_sections`` neighbours on each side (2D networks);
+    ``BundleInputError`` for a negative count, or any context for a 3D network, which sees its neighbours itself."""
+    context = integer(context_sections, "context_sections", 0, 1)
+    if context and spatial_dims != 2:
+        raise BundleInputError(
+            "context_sections", "is for 2D networks; a 3D network sees the neighbouring sections itself", "pass 0"
+        )
+    return 2 * context + 1
+
+
 def with_neighbours(stack: np.ndarray, context_sections: int) -> np.ndarray:
     """Each section with its ``context_sections`` neighbours on either side as channels (2.5D input).
 
@@ -422,10 +433,7 @@ def split_labelled(
         raise BundleInputError(
             "spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)"
         )
+    input_channels(context_sections, spatial_dims)
     if spatial_dims == 3:
-        if integer(context_sections, "context_sections", 0, 0) != 0:
-            raise BundleInputError(
-                "context_sections", "is for 2D networks; a 3D network sees the neighbouring sections itself", "pass 0"
-            )
         return split_volumes(dataset_dir, val_fraction, target, val_fold)
     return split_sections(dataset_dir, val_fraction, target, val_fold, context_sections)

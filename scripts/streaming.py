@@ -26,6 +26,7 @@ from monai.utils import PytorchPadMode, ensure_tuple_rep, look_up_option
 from torch import nn
 from tqdm import tqdm
 
+from .data import input_channels
 from .errors import BundleInputError
 from .inferers import MembraneInferer
 from .instances import DEFAULT_SEED_THRESHOLD, seed_options, segment_cells
@@ -165,6 +166,7 @@ class StreamingSegmenter:
         target: "foreground" maps are segmented as objects (see ``scripts.writers.SaveEMResultsd``).
         output_format: "tif" (``X_prob.tif``, ``X_seg.tif``) or "h5" (``X_prob.h5`` with dataset ``prob``,
             ``X_seg.h5`` with dataset ``seg``, one section per chunk).
+        context_sections: neighbouring sections on each side a 2.5D network takes as extra channels.
     """
 
     def __init__(
@@ -180,6 +182,7 @@ class StreamingSegmenter:
         seed_distance: float = 2.0,
         target: str = "membrane",
         output_format: str = "tif",
+        context_sections: int = 0,
     ) -> None:
         if output_format not in OUTPUT_FORMATS:
             raise BundleInputError("output_format", f"unknown value {output_format!r}", "use tif or h5")
@@ -191,6 +194,7 @@ class StreamingSegmenter:
         self.output_dir, self.instance_mode, self.format = output_folder(output_dir), instance_mode, output_format
         target = choice(target, "target", TARGETS)
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
+        self.context_sections = input_channels(context_sections, inferer.spatial_dims) // 2
         remove_stale_temporaries(self.output_dir)
 
     def probabilities(self, stack: TiffSections | H5Sections) -> Iterator[np.ndarray]:
@@ -200,11 +204,29 @@ class StreamingSegmenter:
         if self.inferer.spatial_dims == 3:
             yield from self.volume_probabilities(stack)
             return
+        if self.context_sections:
+            yield from self.context_probabilities(stack)
+            return
         with torch.inference_mode():
             for section in tqdm(stack, total=len(stack), desc=os.path.basename(stack.path), unit="section"):
                 x = normalize_sections(section.astype(np.float32, copy=False))[None, None].to(self.device)
                 prob = self.inferer(x, self.network)[0, 0].float().cpu().numpy()
                 yield np.clip(prob, 0.0, 1.0)
+
+    def context_probabilities(self, stack: TiffSections | H5Sections) -> Iterator[np.ndarray]:
+        """Membrane probability of each section from a 2.5D network, ``(Y, X)`` float32 in [0, 1]: each section
+        with its ``context_sections`` neighbours on either side as channels, read a few sections at a time and
+        built exactly as whole-volume inference builds them (``scripts.transforms.NeighbourSectionsd``)."""
+        from .transforms import normalize_sections
+
+        n, c = len(stack), self.context_sections
+        with torch.inference_mode(), stack:
+            for z in tqdm(range(n), total=n, desc=os.path.basename(stack.path), unit="section"):
+                start, stop = max(0, z - c), min(n, z + c + 1)
+                block = normalize_sections(stack.read(start, stop).astype(np.float32, copy=False))
+                index = np.clip(np.arange(z - c, z + c + 1), 0, n - 1) - start
+                x = block[torch.from_numpy(index)][None].to(self.device)
+                yield np.clip(self.inferer(x, self.network)[0, 0].float().cpu().numpy(), 0.0, 1.0)
 
     def volume_probabilities(self, stack: TiffSections | H5Sections) -> Iterator[np.ndarray]:
         """Membrane probability of each section from a 3D network, ``(Y, X)`` float32 in [0, 1]: the whole-volume

@@ -90,7 +90,8 @@ class SaveEMResultsd(MapTransform):
                 write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, self.instance_mode)
                 if self.plots:
                     image = d["image"]
-                    image = (image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image))[0]
+                    image = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+                    image = image[image.shape[0] // 2]  # the sections themselves: the middle of 2.5D channels
                     save_overlay(image, cells, result_path(self.output_dir, stem, "_overlay", "png"))
                     size_key = "volume_px" if self.instance_mode == "3d" else "area_px"
                     histograms = result_path(self.output_dir, stem, "_morphology", "png")

@@ -7,11 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import EVALUATE, run_workflow, tiny_train_overrides, workflow
+import tifffile
+import torch
+from conftest import EVALUATE, TINY, run_workflow, tiny_train_overrides, workflow
+from sample_crop import write_sample_crop
 from scripts.annotation import AnnotatedDataset
-from scripts.data import labelled_items, split_labelled, with_neighbours
-from scripts.errors import BundleInputError
-from scripts.io import write_tiff
+from scripts.data import input_channels, labelled_items, split_labelled, with_neighbours
+from scripts.errors import BundleInputError, find_input_error
+from scripts.fusionnet import FusionNet
+from scripts.io import read_stack, write_tiff
+from scripts.transforms import normalize_sections
 
 
 def test_neighbours_are_channels_with_the_edges_repeated():
@@ -67,3 +72,46 @@ def test_train_and_evaluate_a_2_5d_network(labelled_dir: Path, tmp_path: Path):
         subset="validation",
     )
     assert (tmp_path / "eval" / "metrics.csv").is_file()
+
+
+@pytest.fixture(scope="module")
+def context_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained, seeded 2.5D FusionNet (one neighbour on each side: 3 input channels)."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("ctx") / "model.pt"
+    torch.save(FusionNet(2, 3, 1, TINY).state_dict(), path)
+    return path
+
+
+def test_inference_and_streaming_give_the_same_2_5d_result(context_checkpoint: Path, tmp_path: Path):
+    data = write_sample_crop(tmp_path / "data", sections=4, height=96, width=112)
+    options = dict(
+        dataset_dir=str(data), ckpt_path=str(context_checkpoint), features=TINY, context_sections=1, plots=False
+    )
+    run_workflow("inference.json", output_dir=str(tmp_path / "whole"), **options)
+    run_workflow(["inference.json", "inference_stream.json"], output_dir=str(tmp_path / "stream"), **options)
+    whole, streamed = (tifffile.imread(tmp_path / d / "em-crop_prob.tif") for d in ("whole", "stream"))
+    assert whole.shape == (4, 96, 112)
+    np.testing.assert_array_equal(streamed, whole)
+    # the neighbours matter: the middle section's probability is not what the section alone would give
+    alone = normalize_sections(read_stack(str(data / "em-crop.tif")).array[1:2].astype(np.float32)).repeat(3, 1, 1)
+    network = FusionNet(2, 3, 1, TINY).eval()
+    network.load_state_dict(torch.load(context_checkpoint))
+    with torch.no_grad():
+        isolated = torch.sigmoid(network(alone[None])).numpy()[0, 0]
+    assert np.abs(isolated - whole[1]).max() > 1e-4
+
+
+def test_a_2_5d_checkpoint_without_its_context_names_the_fix(context_checkpoint: Path, tmp_path: Path):
+    data = write_sample_crop(tmp_path / "data", sections=2, height=64, width=64)
+    with pytest.raises(Exception) as caught:
+        run_workflow(
+            "inference.json",
+            dataset_dir=str(data),
+            output_dir=str(tmp_path / "out"),
+            ckpt_path=str(context_checkpoint),
+            features=TINY,
+        )
+    assert "--context_sections 1" in str(find_input_error(caught.value))
+    with pytest.raises(BundleInputError, match="context_sections"):
+        input_channels(1, spatial_dims=3)
