@@ -26,6 +26,7 @@ import yaml
 from bundle.pack import file_digest, pack
 from conftest import ROOT, run_cli, run_workflow
 from sample_crop import CROP_FLAGS, CROP_OVERRIDES, write_sample_crop
+from scripts.checkpoint import checkpoint_features
 from scripts.errors import BundleInputError
 
 META = json.loads((ROOT / "configs" / "metadata.json").read_text())
@@ -170,7 +171,7 @@ def test_bundle_pack_command_reports_a_missing_model_in_one_line(tmp_path: Path)
     assert result.stderr.strip().splitlines() == [
         (
             f"error: {bundle}/models/model.pt: required in a release but missing. Fix: restore it "
-            "(git checkout -- models/model.pt) or train one and copy <output_dir>/model.pt there"
+            "(git checkout -- models/model.pt) or train one with configs/train.json, which writes models/model.pt"
         )
     ]
 
@@ -245,3 +246,45 @@ def test_docs_mark_the_commands_that_need_the_repository() -> None:
         re.findall(r"releases/download/v([\d.]+\d)/", docs)
     )
     assert versions == {VERSION}, f"docs/README.md's release example names {versions}, metadata.json {VERSION}"
+
+
+@needs_model
+def test_training_replaces_models_model_pt_which_inference_then_loads(labelled_dir: Path, tmp_path: Path) -> None:
+    """The model zoo's train-then-infer, in a copy of the bundle: train.json writes models/model.pt, inference.json's
+    checkpointloader loads it with no --ckpt_path; download_large_files brings the shipped weights back."""
+    bundle = copy_bundle(tmp_path / "bundle")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FUSIONNET_TRACEBACK")}
+
+    def monai_bundle(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=bundle, capture_output=True,
+                                text=True, timeout=600, env=env, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    width = "[4,4,8,8,16]"
+    monai_bundle("run", "--config_file", "configs/train.json", "--dataset_dir", str(labelled_dir), "--features", width,
+                 "--epochs", "1", "--val_interval", "1", "--patch_size", "[64,64]", "--samples_per_section", "2")  # fmt: skip
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt", "model_final.pt"]
+    trained = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert checkpoint_features(trained) == [4, 4, 8, 8, 16]
+    assert (bundle / "runs" / "train").is_dir()  # logs and full checkpoints stay in output_dir
+
+    log = monai_bundle("run", "--config_file", "configs/inference.json", "--features", width, *CROP_FLAGS)
+    assert f"Restored all variables from {os.path.join('.', 'models', 'model.pt')}" in log
+    assert (bundle / "runs" / "inference" / "em-volume_prob.tif").is_file()
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="infer",
+                        logging_file=False, bundle_root=str(bundle), features=[4, 4, 8, 8, 16], fold_batch_norm=False)  # fmt: skip
+    wf.initialize()  # the weights the evaluator runs are the trained ones
+    state = wf.parser.get_parsed_content("evaluator").network.state_dict()
+    assert state.keys() == trained.keys() and all(torch.equal(state[k].cpu(), trained[k]) for k in trained)
+
+    # the shipped weights come back from large_files.yml (here served from this machine instead of the release)
+    (bundle / "models" / "model.pt").unlink()
+    with serve(ROOT / "models") as url:
+        entries = yaml.safe_load((bundle / "large_files.yml").read_text())
+        entries["large_files"][0]["url"] = f"{url}/model.pt"
+        (bundle / "large_files.yml").write_text(yaml.safe_dump(entries))
+        monai_bundle("download_large_files", "--bundle_path", ".")
+    assert (bundle / "models" / "model.pt").read_bytes() == (ROOT / "models" / "model.pt").read_bytes()
