@@ -48,7 +48,7 @@ def check_override_keys(config_file: str | list[str], overrides: dict[str, Any])
 
 
 #: overrides that name files or folders: fire may have parsed them as numbers or tuples
-PATH_KEYS = ("dataset_dir", "output_dir", "ckpt_path", "bundle_root")
+PATH_KEYS = ("dataset_dir", "output_dir", "ckpt_path", "model_dir", "bundle_root")
 
 
 def _run_workflow(config: str | list[str], overrides: dict[str, Any]) -> None:
@@ -77,7 +77,12 @@ def infer(**overrides: Any) -> None:
 
 
 def train(**overrides: Any) -> None:
-    """Train FusionNet on a labelled --dataset_dir (configs/train.json); the best model goes to <output_dir>/model.pt."""
+    """Train FusionNet on a labelled --dataset_dir (configs/train.json); the best model replaces models/model.pt.
+
+    As in model-zoo bundles, models/model.pt (best validation V_rand) and models/model_final.pt are what inference
+    and evaluation then load; --model_dir elsewhere keeps models/ as it is. Logs and full checkpoints go to
+    --output_dir (default runs/train).
+    """
     _run_workflow("train.json", overrides)
 
 

@@ -19,9 +19,8 @@ label files that ``--dataset_dir`` reads (0 = membrane, 255 = cell).
   ``validate#dataset#data`` with ``[{"image": path, "label": path}, ...]`` from its datastore; those pairs are read,
   their masks converted to the labels of ``target`` and split into sections. Items already in memory (what
   ``scripts.data.split_labelled`` makes from ``--dataset_dir``) pass through unchanged.
-- ``train.json``'s ``model_dir`` (:func:`model_dir`) is ``<bundle>/models`` when a MONAI Label server runs the
-  bundle from its app folder, so the trained ``model.pt`` / ``model_final.pt`` replace the ones it serves;
-  elsewhere it is ``ckpt_dir``, as before.
+- ``train.json`` writes ``model.pt`` / ``model_final.pt`` to ``<bundle_root>/models`` (``model_dir``), as every
+  model-zoo bundle does, so they replace the ones the MONAI Label server's inference task loads.
 """
 
 from __future__ import annotations
@@ -40,8 +39,6 @@ from .data import with_neighbours
 from .errors import BundleInputError
 from .io import read_stack
 from .transforms import TARGETS
-
-APP_DIR_ENV = "MONAI_LABEL_APP_DIR"  # set by ``monailabel start_server`` and inherited by its training processes
 
 
 class ToLabelMaskd(MapTransform):
@@ -73,23 +70,6 @@ class ToLabelMaskd(MapTransform):
                 mask = mask[0]
             d[key] = np.ascontiguousarray(mask.T)  # (Y, X) -> (X, Y); (Z, Y, X) -> (X, Y, Z)
         return d
-
-
-def in_monailabel_app(bundle_root: str | os.PathLike) -> bool:
-    """Whether a MONAI Label server runs this bundle from its app: ``bundle_root`` is ``<app>/model/<name>`` and
-    ``MONAI_LABEL_APP_DIR`` (which ``monailabel start_server`` exports) is ``<app>``. Symlinks are not resolved, so a
-    bundle folder that links elsewhere still counts by where MONAI Label sees it."""
-    app_dir = os.environ.get(APP_DIR_ENV)
-    if not app_dir:
-        return False
-    return Path(os.path.abspath(bundle_root)).parent == Path(os.path.abspath(app_dir)) / "model"
-
-
-def model_dir(ckpt_dir: str, bundle_root: str | os.PathLike) -> str:
-    """Where train.json's ``CheckpointSaver`` handlers write ``model.pt`` (best validation V_rand) and
-    ``model_final.pt``: ``<bundle_root>/models`` under a MONAI Label server (see :func:`in_monailabel_app`), where
-    its inference task loads them from, otherwise ``ckpt_dir``."""
-    return os.path.join(str(bundle_root), "models") if in_monailabel_app(bundle_root) else str(ckpt_dir)
 
 
 def labels_from_mask(mask: np.ndarray, target: str, path: str) -> np.ndarray:
