@@ -41,6 +41,13 @@ class Block:
         """``(z, y, x)`` size of the block."""
         return tuple(s.stop - s.start for s in self.region)  # type: ignore[return-value]
 
+    def with_halo(self, halo: int, shape: Sequence[int]) -> tuple[Region, Region]:
+        """The block grown by ``halo`` voxels on every side (within a volume of ``shape``), and where the block
+        itself lies inside that grown region: ``(grown, core)``."""
+        grown = tuple(slice(max(0, r.start - halo), min(int(n), r.stop + halo)) for r, n in zip(self.region, shape))
+        core = tuple(slice(r.start - g.start, r.stop - g.start) for r, g in zip(self.region, grown))
+        return grown, core  # type: ignore[return-value]
+
 
 def block_shape(
     shape: Sequence[int], chunks: Sequence[int], block_size: Sequence[int | None] | int | None = None

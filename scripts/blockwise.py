@@ -42,8 +42,8 @@ from .instances import seed_options, segment_cells
 from .io import create_zarr, finalize_zarr, image_stem, is_zarr, open_zarr, zarr_spacing
 from .morphology import block_volume_sums, cell_table, merged_volume_rows, write_cell_table
 from .outputs import result_path
-from .settings import check_device, choice, output_folder
-from .stitching import block_offsets, face_matches, merged_labels, relabel
+from .settings import check_device, choice, integer, output_folder
+from .stitching import block_offsets, core_labels, face_matches, merged_labels, relabel
 from .transforms import TARGETS, normalize_sections
 
 PLUGIN = "fusionnet-inference"
@@ -129,9 +129,11 @@ def probability_block(block: Block, source, target, ledger: BlockLedger) -> None
     ledger.mark(block.index)
 
 
-def label_block(block: Block, prob, labels, ledger: BlockLedger, mode: str, options: dict) -> int:
-    """Cells of one block of the probability, labelled ``1..n`` on their own, into ``labels``; returns ``n``."""
-    cells = segment_cells(np.asarray(prob[block.region]), mode, **options)
+def label_block(block: Block, prob, labels, ledger: BlockLedger, mode: str, options: dict, halo: int) -> int:
+    """Cells of one block of the probability, segmented with ``halo`` voxels of context and labelled ``1..n`` on
+    their own, into ``labels``; returns ``n``."""
+    grown, core = block.with_halo(halo, prob.shape)
+    cells = core_labels(segment_cells(np.asarray(prob[grown]), mode, **options)[core])
     labels[block.region] = cells
     count = int(cells.max(initial=0))
     ledger.mark(block.index, count)
@@ -228,6 +230,8 @@ class BlockwiseSegmenter:
         seed_threshold, min_seed_size, seeds, seed_distance: watershed seeds, see ``scripts.instances``.
         target: "foreground" maps are segmented as objects (see ``scripts.writers.SaveEMResultsd``).
         memory_limit: per worker of a LocalCluster (Dask's, e.g. "4GB" or "auto").
+        cell_halo: voxels of context around each block for "3d" cells (``scripts.stitching.core_labels``); about
+            a cell radius, so that every cell cut by a face has its seed on both sides.
     """
 
     def __init__(
@@ -245,6 +249,7 @@ class BlockwiseSegmenter:
         seed_distance: float = 2.0,
         target: str = "membrane",
         memory_limit: str | int = "auto",
+        cell_halo: int = 16,
     ) -> None:
         from .scheduler import local_workers
 
@@ -259,6 +264,7 @@ class BlockwiseSegmenter:
         self.output_dir = output_folder(output_dir)
         self.scheduler, self.workers, self.memory_limit = str(scheduler), local_workers(scheduler), memory_limit
         self.block_size = block_size
+        self.cell_halo = integer(cell_halo, "cell_halo", 0, 16)
         self.instance_mode = choice(instance_mode, "instance_mode", BLOCKWISE_MODES)
         target = choice(target, "target", TARGETS)
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
@@ -323,14 +329,16 @@ class BlockwiseSegmenter:
         mode = self.instance_mode
         size = block_shape(shape, chunks, self.block_size if mode == "3d" else self._z_blocks(chunks))
         blocks = plan_blocks(shape, size)
-        label_settings = {"prob": prob_settings, "mode": mode, "options": self.segment_options, "blocks": size}
+        halo = self.cell_halo if mode == "3d" else 0  # 2D cells never cross a section, nor a block of sections
+        label_settings = {"prob": prob_settings, "mode": mode, "options": self.segment_options, "blocks": size,
+                          "halo": halo}  # fmt: skip
         cell_ledger = BlockLedger(_ledger_folder(seg_path, "cells"), {"labels": label_settings, "spacing": spacing})
         if cell_ledger.done("complete") and is_zarr(seg_path):
             return
         label_ledger = BlockLedger(_ledger_folder(seg_path, "labels"), label_settings)
         labels = _work_array(label_ledger, shape, np.uint32, chunks, spacing)
         counts = _run_blocks(client, label_block, blocks, label_ledger, prob=prob, labels=labels, mode=mode,
-                             options=self.segment_options)  # fmt: skip
+                             options=self.segment_options, halo=halo)  # fmt: skip
         offsets = block_offsets(counts)
         lookup = None
         if mode == "3d":

@@ -22,33 +22,40 @@ def block_offsets(counts: Sequence[int]) -> np.ndarray:
     return np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))[:-1]]).astype(np.int64)
 
 
-def face_matches(before: np.ndarray, after: np.ndarray) -> np.ndarray:
+def core_labels(cells: np.ndarray) -> np.ndarray:
+    """A block's labels cut out of labels computed with a halo of context around it, renumbered ``1..n`` in
+    order (0 stays 0); uint32, shape kept.
+
+    The halo gives a cell cut by the block face the seed it has in the neighbouring block, so both blocks label
+    it alike up to the face and the halves match (without it, a sliver of a cell whose seed lies beyond the face
+    is flooded by a neighbour's label and joins that neighbour to it).
+    """
+    ids, inverse = np.unique(cells, return_inverse=True)
+    return (inverse.reshape(cells.shape) + int(ids[0] != 0)).astype(np.uint32)
+
+
+def face_matches(before: np.ndarray, after: np.ndarray, min_overlap: float = 0.5) -> np.ndarray:
     """Pairs of labels that are one cell across a block face.
 
     ``before`` and ``after`` are the labels (already offset, so unique in the volume) on the two voxel planes
-    either side of the face, of one shape. Label ``a`` of ``before`` and ``b`` of ``after`` are matched when
-    each is the other's largest overlap on the face (mutual best match): a cell cut by the face overlaps its own
-    other half most, while a thin contact with a neighbouring cell does not join the two. Boundary voxels
-    (label 0) are ignored.
+    either side of the face, of one shape. Label ``a`` of ``before`` and ``b`` of ``after`` are joined when their
+    overlap is at least ``min_overlap`` of the smaller of the two on the face: the two halves of a cut cell
+    overlap almost wholly (and a half that one block split in two still overlaps its other half with most of
+    itself), while neighbouring cells, apart by a membrane, touch only along a misaligned boundary. Boundary
+    voxels (label 0) are ignored.
 
     Returns:
         ``(N, 2)`` int64 array of ``(a, b)`` pairs.
     """
-    a, b = np.asarray(before).ravel(), np.asarray(after).ravel()
+    a, b = np.asarray(before).ravel().astype(np.int64), np.asarray(after).ravel().astype(np.int64)
     both = (a > 0) & (b > 0)
     if not both.any():
         return np.zeros((0, 2), dtype=np.int64)
-    pairs, counts = np.unique(np.stack([a[both], b[both]], axis=1).astype(np.int64), axis=0, return_counts=True)
-
-    def best(column: int) -> set[tuple[int, int]]:
-        """The pair with the largest overlap for each label of ``column`` (ties: the smaller other label)."""
-        order = np.lexsort((pairs[:, 1 - column], -counts, pairs[:, column]))
-        first = np.ones(len(order), dtype=bool)
-        first[1:] = pairs[order[1:], column] != pairs[order[:-1], column]
-        return {tuple(p) for p in pairs[order[first]].tolist()}
-
-    mutual = best(0) & best(1)
-    return np.array(sorted(mutual), dtype=np.int64).reshape(-1, 2)
+    pairs, overlap = np.unique(np.stack([a[both], b[both]], axis=1), axis=0, return_counts=True)
+    labels_a, area_a = np.unique(a[a > 0], return_counts=True)
+    labels_b, area_b = np.unique(b[b > 0], return_counts=True)
+    smaller = np.minimum(area_a[np.searchsorted(labels_a, pairs[:, 0])], area_b[np.searchsorted(labels_b, pairs[:, 1])])
+    return pairs[overlap >= min_overlap * smaller]
 
 
 def merged_labels(count: int, matches: np.ndarray) -> np.ndarray:
