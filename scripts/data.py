@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleInputError
-from .io import image_stem, image_suffix, read_stack, require_volume
+from .io import ZARR_SUFFIXES, image_stem, image_suffix, is_zarr, read_stack, require_volume
 from .outputs import RESULT_KINDS, atomic_path, is_result_stem
 from .settings import integer, path_setting
 
@@ -41,8 +41,15 @@ def _check_folder(dataset_dir: str | os.PathLike) -> Path:
     return folder
 
 
+def _is_image(path: Path) -> bool:
+    """An image input: a file with an image suffix, or a ``*.zarr`` folder (one volume, never its chunk files)."""
+    if path.name.startswith(".") or not image_suffix(path):
+        return False
+    return path.is_dir() and is_zarr(path) if image_suffix(path) in ZARR_SUFFIXES else path.is_file()
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if _is_image(p))
 
 
 def _same_folder(a: Path, b: Path) -> bool:
@@ -72,14 +79,15 @@ def check_result_names(images: list[str]) -> None:
 def find_images(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> list[str]:
     """All images to segment in ``dataset_dir``: its ``images/`` subfolder if present, else the folder itself.
 
-    ISBI-style label files (``*-labels.*``) and results of an earlier run (``*_prob.*``, ``*_seg.*``,
+    A ``*.zarr`` folder (zarr or OME-Zarr) is one image, and a zarr folder given as ``dataset_dir`` is taken as
+    the one image. ISBI-style label files (``*-labels.*``) and results of an earlier run (``*_prob.*``, ``*_seg.*``,
     ``*_overlay.png``, ``*_morphology.png``) are skipped; a single image file is taken as it is. Raises
     ``BundleInputError`` if there are none, if two images would write the same result files
     (:func:`check_result_names`), or if ``output_dir`` is the folder the images are read from.
     """
     dataset_dir = path_setting(dataset_dir, "dataset_dir")
-    if Path(dataset_dir).is_file() and image_suffix(dataset_dir):
-        return [str(dataset_dir)]
+    if Path(dataset_dir).is_file() and image_suffix(dataset_dir) or Path(dataset_dir).is_dir() and is_zarr(dataset_dir):
+        return [str(dataset_dir)]  # one image file, or one zarr volume (its folder)
     folder = _check_folder(dataset_dir)
     source = folder / "images" if (folder / "images").is_dir() else folder
     out = None if output_dir is None else path_setting(output_dir, "output_dir")
@@ -102,7 +110,9 @@ def find_images(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike | 
                        len(results), names, kinds)  # fmt: skip
     if not images:
         raise BundleInputError(
-            source, "no images found", "put .tif/.tiff/.nii.gz/.mha/.png images in it, or pass another --dataset_dir"
+            source,
+            "no images found",
+            "put .tif/.tiff/.h5/.nii.gz/.zarr/.mha/.png images in it, or pass another --dataset_dir",
         )
     check_result_names(images)
     return images

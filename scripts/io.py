@@ -11,11 +11,14 @@ formats (mha, nrrd, png, ...). An image is read as the user sees it in a viewer:
   (the channel to segment must be chosen), any other non-spatial axis (Z, T, Q, ...) holds the sections;
   reduced-resolution previews are skipped.
 - HDF5: the file's only 2D/3D numeric dataset, or the one named ``volume``, ``raw``, ``data`` or ``image``.
+- zarr / OME-Zarr (zarr v2, OME-NGFF 0.1-0.4; a ``*.zarr`` folder is one image): the first (highest-resolution)
+  dataset of ``multiscales[0]``, read lazily by :func:`open_zarr`; time/channel axes of size 1 are dropped, larger
+  ones refused; the spacing is the dataset's "scale". Chunked OME-Zarr results: :func:`create_zarr`.
 - NIfTI: nibabel's ``(X, Y, Z)`` order, turned into sections along the last axis and back on output.
 - ITK formats: numpy order ``(Z, Y, X)``; colour pixels become grey as for TIFF.
 
 ``read_stack`` returns the stack in the bundle's working order ``(Z, Y, X)`` (sections first) plus the file's
-layout, so outputs keep the input's shape and axis order. :func:`open_sections` reads TIFF and HDF5 stacks a
+layout, so outputs keep the input's shape and axis order. :func:`open_sections` reads TIFF, HDF5 and zarr stacks a
 section at a time with exactly the sections ``read_stack`` gives. Result files are written atomically
 (``scripts.outputs.atomic_path``).
 """
@@ -25,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, MutableMapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +36,15 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleInputError
-from .outputs import atomic_path, make_output_folder  # noqa: F401  (make_output_folder: for older importers)
+from .outputs import atomic_path, make_output_folder, temporary_tag
 
 TIFF_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 ITK_SUFFIXES = (".mha", ".mhd", ".nrrd", ".nhdr", ".png", ".jpg", ".jpeg", ".bmp", ".hdr", ".vtk")
 HDF5_SUFFIXES = (".h5", ".hdf5")
-IMAGE_SUFFIXES = TIFF_SUFFIXES + NIFTI_SUFFIXES + HDF5_SUFFIXES + ITK_SUFFIXES
-STREAMED_SUFFIXES = TIFF_SUFFIXES + HDF5_SUFFIXES  # formats :func:`open_sections` reads a section at a time
+ZARR_SUFFIXES = (".ome.zarr", ".zarr")  # folders, not files
+IMAGE_SUFFIXES = TIFF_SUFFIXES + NIFTI_SUFFIXES + HDF5_SUFFIXES + ZARR_SUFFIXES + ITK_SUFFIXES
+STREAMED_SUFFIXES = TIFF_SUFFIXES + HDF5_SUFFIXES + ZARR_SUFFIXES  # what :func:`open_sections` reads by section
 BIGTIFF_BYTES = 2**32 - 2**25  # classic TIFF offsets are 32-bit; leave room for the page tables
 LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601, as most viewers and PIL's "L" mode turn RGB into grey
 
@@ -566,6 +570,322 @@ def write_h5_sections(
                 dataset[()] = section
 
 
+# ------------------------------------------------------------------------------------------------ zarr / OME-Zarr
+#: Non-spatial OME-NGFF axes (time, channel, ...) may have size 1 only; they are dropped from the view read.
+SPATIAL_AXES = ("z", "y", "x")
+ZARR_CHUNK_SIDE = 1024  # default chunks: one section per chunk, at most 1024 x 1024 pixels
+_NGFF_VERSION = "0.4"  # the last OME-NGFF version stored as zarr v2 (0.5 is zarr v3)
+
+
+def is_zarr(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a zarr v2 array or group (a folder with ``.zarray`` or ``.zgroup``)."""
+    return os.path.isfile(os.path.join(path, ".zarray")) or os.path.isfile(os.path.join(path, ".zgroup"))
+
+
+class _SqueezedStore(MutableMapping):
+    """A read-only view of a zarr v2 array's store without some of its size-1 axes: ``.zarray`` is rewritten
+    without them and chunk key ``i.j`` is read from the stored ``0.i.j``. Valid because an axis of size 1 chunked
+    by 1 does not change a chunk's bytes."""
+
+    def __init__(self, array, keep: Sequence[bool]) -> None:
+        import json
+
+        self.store, self.prefix, self.keep = array.store, f"{array.path}/" if array.path else "", list(keep)
+        meta = json.loads(self.store[self.prefix + ".zarray"])
+        meta["shape"] = [n for n, k in zip(meta["shape"], keep) if k]
+        meta["chunks"] = [n for n, k in zip(meta["chunks"], keep) if k]
+        self.separator = meta.get("dimension_separator") or "."
+        self.meta = json.dumps(meta).encode()
+
+    def __getitem__(self, key: str) -> bytes:
+        if key == ".zarray":
+            return self.meta
+        if key.startswith("."):
+            return self.store[self.prefix + key]
+        indices = iter(key.split(self.separator))
+        return self.store[self.prefix + self.separator.join(next(indices) if k else "0" for k in self.keep)]
+
+    def __iter__(self):
+        return iter((".zarray",))
+
+    def __len__(self) -> int:
+        return 1
+
+    def __setitem__(self, key: str, value: bytes) -> None:
+        raise PermissionError("a squeezed zarr view is read-only")
+
+    __delitem__ = __setitem__
+
+
+def _ngff_axes(multiscale: dict, ndim: int) -> list[str]:
+    """The axis names of an OME-NGFF multiscale (0.4: dicts with "name"; 0.3: names), lower case; 0.1/0.2 had no
+    axes and were always ``t, c, z, y, x``."""
+    axes = multiscale.get("axes")
+    if axes is None:
+        return ["t", "c", "z", "y", "x"][-ndim:]
+    return [str(a["name"] if isinstance(a, dict) else a).lower() for a in axes]
+
+
+def _ngff_scale(multiscale: dict, dataset: dict, ndim: int) -> list[float] | None:
+    """The voxel size of one multiscale dataset: its "scale" transformations times the multiscale's own."""
+    scales = [
+        t["scale"]
+        for t in list(dataset.get("coordinateTransformations", []))
+        + list(multiscale.get("coordinateTransformations", []))
+        if t.get("type") == "scale" and len(t.get("scale", [])) == ndim
+    ]
+    return [float(np.prod([s[i] for s in scales])) for i in range(ndim)] if scales else None
+
+
+def _zarr_image(path: str) -> tuple[object, list[str], list[float] | None]:
+    """The highest-resolution image array of a zarr store, its axis names and voxel size per axis (or None)."""
+    import zarr
+
+    if os.path.isfile(os.path.join(path, "zarr.json")):
+        raise BundleInputError(
+            path, "is a zarr v3 store (OME-NGFF 0.5), which zarr 2 cannot read", "convert it to OME-NGFF 0.4 (zarr v2)"
+        )
+    if not is_zarr(path):
+        raise BundleInputError(path, "is not a zarr array or group (no .zarray or .zgroup in it)", "check the path")
+    node = zarr.open(zarr.storage.DirectoryStore(path), mode="r")
+    if isinstance(node, zarr.Array):
+        return node, ["z", "y", "x"][-node.ndim :] if node.ndim in (2, 3) else [], _zarr_attr_spacing(node)
+    multiscales = node.attrs.get("multiscales")
+    if multiscales:
+        multiscale = multiscales[0]
+        dataset = multiscale["datasets"][0]
+        array = node[dataset["path"]]
+        return array, _ngff_axes(multiscale, array.ndim), _ngff_scale(multiscale, dataset, array.ndim)
+    arrays = [(name, a) for name, a in node.arrays(recurse=True) if a.ndim in (2, 3) and a.dtype.kind in "biuf"]
+    preferred = [(name, a) for name, a in arrays if name.rsplit("/", 1)[-1] in PREFERRED_NAMES]
+    for found in (arrays, preferred):
+        if len(found) == 1:
+            array = found[0][1]
+            return array, ["z", "y", "x"][-array.ndim :], _zarr_attr_spacing(array)
+    problem = f"is a zarr group without OME-NGFF multiscales and {'no' if not arrays else 'several'} 2D/3D arrays"
+    raise BundleInputError(
+        path, problem, f"pass the array's own folder, or name it one of {', '.join(PREFERRED_NAMES)}"
+    )
+
+
+def _zarr_attr_spacing(array) -> list[float] | None:
+    """A plain zarr array's ``(z, y, x)`` voxel size from ``element_size_um``/``resolution`` as for HDF5."""
+    spacing = dataset_spacing(array)
+    return list(spacing[-array.ndim :]) if spacing else None
+
+
+def _spatial(path: str, array, axes: list[str]) -> list[bool]:
+    """Which axes of ``array`` to keep: the spatial ones ((z,) y, x, in that order and last); a non-spatial axis
+    (time, channel) of size 1 is dropped, one of larger size refused."""
+    shape = tuple(int(n) for n in array.shape)
+    described = ", ".join(f"{a}={n}" for a, n in zip(axes, shape)) or f"shape {shape}"
+    if len(axes) != len(shape) or axes[-2:] != ["y", "x"]:
+        raise BundleInputError(
+            path, f"has axes the bundle cannot place ({described})", "save it as a (z, y, x) or (y, x) array"
+        )
+    keep = [a in SPATIAL_AXES for a in axes]
+    spatial = [a for a in axes if a in SPATIAL_AXES]
+    if spatial not in (["z", "y", "x"], ["y", "x"]):
+        raise BundleInputError(path, f"has spatial axes {spatial} ({described})", "save them in the order z, y, x")
+    extra = [(a, n) for a, n, k in zip(axes, shape, keep) if not k and n > 1]
+    if extra:
+        channel = any(a.startswith("c") for a, _ in extra)
+        raise BundleInputError(
+            path,
+            f"has {' and '.join(f'{n} {a}' for a, n in extra)} ({described}), but the network segments one grey "
+            "volume",
+            "save the " + ("channel" if channel else "time point") + " to segment as its own OME-Zarr (z, y, x)",
+        )
+    chunks = tuple(int(c) for c in array.chunks)
+    if any(not k and c != 1 for k, c in zip(keep, chunks)):
+        raise BundleInputError(
+            path, f"has chunks {chunks} on its size-1 axes ({described})", "save it as a (z, y, x) array"
+        )
+    return keep
+
+
+def open_zarr(path: str | os.PathLike) -> "zarr.Array":  # noqa: F821  (zarr is imported where it is used)
+    """Open a zarr v2 image lazily (nothing is read until it is indexed).
+
+    ``path`` is a plain zarr array (a folder with ``.zarray``), an OME-Zarr group (OME-NGFF 0.1-0.4: the first,
+    highest-resolution dataset of ``multiscales[0]``) or a zarr group holding one 2D/3D array (or one named
+    ``volume``, ``raw``, ``data`` or ``image``, as for HDF5).
+
+    Returns:
+        a read-only ``zarr.Array`` of shape ``(Z, Y, X)`` or ``(Y, X)``. OME-Zarr time and channel axes of size 1
+        (e.g. bioformats2raw's ``(t, c, z, y, x)``) are dropped by a view of the same chunks; a time or channel
+        axis of more than one is refused (``BundleInputError`` naming the file and the fix), as are plain arrays
+        that are not 2D or 3D.
+    """
+    import zarr
+
+    path = str(path)
+    try:
+        array, axes, _ = _zarr_image(path)
+    except BundleInputError:
+        raise
+    except Exception as e:  # zarr and json raise many types for broken metadata
+        raise BundleInputError(path, f"cannot be read as zarr ({type(e).__name__}: {e})", "re-export it") from e
+    if not axes:
+        raise BundleInputError(
+            path, f"is a zarr array of shape {array.shape}, expected (Z, Y, X) or (Y, X)", "save a single-channel stack"
+        )
+    keep = _spatial(path, array, axes)
+    if not all(keep):
+        array = zarr.Array(zarr.storage.KVStore(_SqueezedStore(array, keep)), read_only=True)
+    check_not_empty(array.shape, path)
+    return array
+
+
+def zarr_spacing(path: str | os.PathLike) -> tuple[float, float, float] | None:
+    """The ``(z, y, x)`` voxel size of the zarr image :func:`open_zarr` opens: the OME-NGFF "scale" of its dataset
+    (times the multiscale's), or a plain array's ``element_size_um``/``resolution`` attribute; ``z`` is 1.0 for a
+    2D image. None if the file does not say."""
+    array, axes, scale = _zarr_image(str(path))
+    if scale is None:
+        return None
+    spatial = {a: s for a, s in zip(axes, scale) if a in SPATIAL_AXES}
+    return (spatial.get("z", 1.0), spatial["y"], spatial["x"])
+
+
+def zarr_temporary(path: str | os.PathLike) -> str:
+    """Where :func:`create_zarr` writes ``path`` until :func:`finalize_zarr`: a hidden folder beside it named as
+    ``scripts.outputs.atomic_path`` names temporaries, so the next run removes it if this process is killed."""
+    path = Path(path)
+    return str(path.parent / f".{path.name}.{temporary_tag()}.zarr.part")
+
+
+def create_zarr(
+    path: str | os.PathLike,
+    shape: Sequence[int],
+    dtype: np.dtype | str,
+    chunks: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
+) -> "zarr.Array":  # noqa: F821
+    """Create an OME-Zarr (OME-NGFF 0.4, zarr v2) image to be written chunk by chunk; returns its writable array.
+
+    The group holds one dataset "0" of ``shape`` ``(Z, Y, X)`` (axes z, y, x) or ``(Y, X)`` (axes y, x) and
+    ``dtype``, Blosc-compressed, with ``chunks`` (default one section per chunk, at most 1024 x 1024 pixels:
+    ``(1, min(Y, 1024), min(X, 1024))``) and "/" chunk keys as NGFF 0.4 asks, and a "scale" transformation of
+    ``spacing`` ``(z, y, x)`` (1.0 where None).
+
+    Nothing appears at ``path`` until :func:`finalize_zarr` ``(path)`` renames the finished folder into place:
+    it is written at :func:`zarr_temporary` ``(path)`` (readable by other processes, e.g. Dask workers, through
+    the returned array's ``store.path``). A run killed before that leaves only the hidden temporary, which
+    ``scripts.outputs.remove_stale_temporaries`` removes at the next start; :func:`discard_zarr` removes it on
+    an error.
+    """
+    import zarr
+
+    path = Path(path)
+    shape = tuple(int(s) for s in shape)
+    if len(shape) not in (2, 3):
+        raise ValueError(f"an OME-Zarr image is (Z, Y, X) or (Y, X), got shape {shape}")
+    if chunks is None:
+        plane = tuple(min(n, ZARR_CHUNK_SIDE) for n in shape[-2:])
+        chunks = (1, *plane) if len(shape) == 3 else plane
+    axes = list(SPATIAL_AXES[-len(shape) :])
+    scale = [1.0] * len(shape) if spacing is None else [float(s) for s in tuple(spacing)[-len(shape) :]]
+    make_output_folder(path.parent)
+    tmp = zarr_temporary(path)
+    discard_zarr(path)
+    try:
+        root = zarr.open_group(zarr.storage.DirectoryStore(tmp, dimension_separator="/"), mode="w")
+        array = root.create_dataset("0", shape=shape, chunks=tuple(chunks), dtype=dtype, dimension_separator="/")
+        root.attrs["multiscales"] = [
+            {
+                "version": _NGFF_VERSION,
+                "name": image_stem(path),
+                "axes": [{"name": a, "type": "space"} for a in axes],
+                "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}],
+            }
+        ]
+    except OSError as e:
+        discard_zarr(path)
+        raise BundleInputError(path, f"could not be written ({e.strerror})", "choose a writable --output_dir") from e
+    return array
+
+
+def finalize_zarr(path: str | os.PathLike) -> str:
+    """Move the image :func:`create_zarr` ``(path)`` wrote (in this process) into place at ``path``, replacing an
+    older result of that name; returns ``path``."""
+    import shutil
+
+    tmp = zarr_temporary(path)
+    if not os.path.isdir(tmp):
+        raise FileNotFoundError(f"no zarr image is being written to {path} by this process ({tmp} is missing)")
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+    os.replace(tmp, path)
+    return str(path)
+
+
+def discard_zarr(path: str | os.PathLike) -> None:
+    """Remove what :func:`create_zarr` ``(path)`` wrote in this process, if anything (after an error)."""
+    import shutil
+
+    shutil.rmtree(zarr_temporary(path), ignore_errors=True)
+
+
+def write_zarr_sections(
+    path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype, spacing=None
+) -> None:
+    """Write ``(Y, X)`` sections as they come into a new OME-Zarr image (:func:`create_zarr`), atomically."""
+    array = create_zarr(path, shape, dtype, spacing=spacing)
+    try:
+        for z, section in enumerate(sections):
+            if len(array.shape) == 3:
+                array[z] = section
+            else:
+                array[...] = section
+        finalize_zarr(path)
+    except BaseException:
+        discard_zarr(path)
+        raise
+
+
+class ZarrSections(OpenFileReader):
+    """A zarr / OME-Zarr image (:func:`open_zarr`) read a section (or a range of sections) at a time; the same
+    interface as :class:`TiffSections`.
+
+    Attributes:
+        path: the zarr folder.
+        shape: ``(Z, Y, X)``, or ``(Y, X)`` for a single image.
+        dtype: its dtype.
+        spacing: ``(z, y, x)`` voxel size (:func:`zarr_spacing`), or None.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = str(path)
+        self.array = open_zarr(self.path)
+        self.shape, self.dtype, self.spacing = tuple(self.array.shape), self.array.dtype, zarr_spacing(self.path)
+
+    def __len__(self) -> int:
+        return self.shape[0] if len(self.shape) == 3 else 1
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``, reading only the chunks that hold them."""
+        if not 0 <= start < stop <= len(self):
+            raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
+        try:
+            sections = self.array[start:stop] if len(self.shape) == 3 else self.array[...][None]
+        except Exception as e:  # missing or corrupt chunk files
+            raise BundleInputError(
+                self.path,
+                f"sections {start}..{stop - 1} cannot be read ({type(e).__name__}: {e})",
+                "the store is incomplete; re-export it",
+            ) from e
+        check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
+        return sections
+
+
+def read_zarr(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
+    """The whole zarr image of ``path`` (:func:`open_zarr`) and its ``(z, y, x)`` spacing, or None."""
+    return open_zarr(path)[...], zarr_spacing(path)
+
+
 # --------------------------------------------------------------------------------------------- NIfTI and ITK
 def _read_nifti(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     import nibabel as nib
@@ -629,6 +949,8 @@ def read_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
     spacing (see the module docstring), with a clear error for missing, corrupt or unsupported files."""
     path = str(path)
     suffix = image_suffix(path)
+    if suffix in ZARR_SUFFIXES or os.path.isdir(path) and is_zarr(path):
+        return read_zarr(path)
     if not os.path.isfile(path):
         raise BundleInputError(path, "file not found", "check the path, or pass --dataset_dir with the right folder")
     if os.path.getsize(path) == 0:
@@ -675,9 +997,14 @@ def read_stack(path: str | os.PathLike) -> Stack:
 
 
 # --------------------------------------------------------------------------------------- section by section
-def open_sections(path: str | os.PathLike) -> TiffSections | H5Sections:
-    """A stack read section by section: :class:`TiffSections`, or :class:`H5Sections` for ``.h5``/``.hdf5`` files."""
-    return H5Sections(path) if image_suffix(path) in HDF5_SUFFIXES else TiffSections(path)
+def open_sections(path: str | os.PathLike) -> TiffSections | H5Sections | ZarrSections:
+    """A stack read section by section: :class:`H5Sections` for ``.h5``/``.hdf5`` files, :class:`ZarrSections` for
+    zarr folders, else :class:`TiffSections`."""
+    if image_suffix(path) in HDF5_SUFFIXES:
+        return H5Sections(path)
+    if image_suffix(path) in ZARR_SUFFIXES or os.path.isdir(path) and is_zarr(path):
+        return ZarrSections(path)
+    return TiffSections(path)
 
 
 def write_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype) -> None:
@@ -685,5 +1012,7 @@ def write_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[in
     suffix) when ``path`` ends in ``.h5``, atomically."""
     if image_suffix(path) in HDF5_SUFFIXES:
         write_h5_sections(path, sections, shape, dtype, name=image_stem(path).rsplit("_", 1)[-1])
+    elif image_suffix(path) in ZARR_SUFFIXES:
+        write_zarr_sections(path, sections, shape, dtype)
     else:
         write_tiff_sections(path, sections, shape, dtype)
