@@ -67,7 +67,9 @@ def block_shape(
         sizes = [None if s is None else int(s) for s in block_size]
     else:
         raise BundleInputError(
-            "block_size", f"must be a number or a list of 3 (z, y, x) sizes, got {block_size!r}", "pass e.g. [8,512,512]"
+            "block_size",
+            f"must be a number or a list of 3 (z, y, x) sizes, got {block_size!r}",
+            "pass e.g. [8,512,512]",
         )
     if any(s is not None and s < 1 for s in sizes):
         raise BundleInputError("block_size", f"sizes must be positive, got {block_size!r}", "pass e.g. [8,512,512]")

@@ -27,6 +27,7 @@ import io
 import logging
 import os
 import shutil
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -94,25 +95,36 @@ class InferencePlugin(WorkerPlugin):
         self.device = torch.device("cpu")
 
     def setup(self, worker) -> None:  # type: ignore[no-untyped-def]
-        from monai.utils import set_determinism
+        # the network is loaded by the first block (in a task thread), not here: setup runs on the worker's event
+        # loop, which a slow load (imports, GPU start) would stall, and Dask would take the worker for lost
+        self.worker_name, self.task_threads = worker.name, worker.state.nthreads
+        self.lock = threading.Lock()
 
-        # Dask's nanny starts workers with OMP_NUM_THREADS=1; a block's convolutions should use the worker's cores
-        torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // max(1, worker.state.nthreads)))
-        self.device = worker_device(self.device_type, worker.name)
-        buffer = io.BytesIO(self.weights)
-        if self.scripted:
-            self.network = torch.jit.load(buffer, map_location=self.device)
-        else:  # the bytes are this job's own network, pickled by the client: not an untrusted file
-            self.network = torch.load(buffer, map_location=self.device, weights_only=False)
-        self.network.eval()
-        set_determinism(seed=0)  # as inference.json's initialize: deterministic cuDNN algorithms
+    def model(self) -> nn.Module:
+        """The network on this worker's device, loaded on first use."""
+        with self.lock:
+            if self.network is None:
+                from monai.utils import set_determinism
+
+                # Dask's nanny starts workers with OMP_NUM_THREADS=1; convolutions should use the worker's cores
+                torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // max(1, self.task_threads)))
+                self.device = worker_device(self.device_type, self.worker_name)
+                buffer = io.BytesIO(self.weights)
+                if self.scripted:
+                    network = torch.jit.load(buffer, map_location=self.device)
+                else:  # the bytes are this job's own network, pickled by the client: not an untrusted file
+                    network = torch.load(buffer, map_location=self.device, weights_only=False)
+                set_determinism(seed=0)  # as inference.json's initialize: deterministic cuDNN algorithms
+                self.network = network.eval()
+            return self.network
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """Membrane probability of ``(Z, Y, X)`` whole sections, ``(Z, Y, X)`` float32 in [0, 1], computed as
         inference.json computes it: per-section normalization, then the inferer on ``(1, 1, Z, Y, X)``."""
+        network = self.model()
         x = normalize_sections(image.astype(np.float32, copy=False))[None, None].to(self.device)
         with torch.inference_mode():
-            prob = self.inferer(x, self.network)[0, 0].float().cpu().numpy()
+            prob = self.inferer(x, network)[0, 0].float().cpu().numpy()
         return np.clip(prob, 0.0, 1.0)
 
 
@@ -286,7 +298,7 @@ class BlockwiseSegmenter:
             "roi_size": list(inferer.roi_size),
             "tta": inferer.tta,
             "precision": inferer.precision,
-            "windows": {k: v for k, v in inferer.window_kwargs.items()},
+            "windows": dict(inferer.window_kwargs),
             "device": self.device.type,
         }
 

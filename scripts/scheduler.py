@@ -27,7 +27,9 @@ def local_workers(scheduler: object) -> int | None:
 
 
 @contextmanager
-def dask_client(scheduler: object = "local:2", memory_limit: str | int = "auto") -> Iterator["distributed.Client"]:  # noqa: F821
+def dask_client(
+    scheduler: object = "local:2", memory_limit: str | int = "auto"
+) -> Iterator["distributed.Client"]:  # noqa: F821
     """A ``distributed.Client`` for ``scheduler``, closed (with its cluster, if made here) on exit.
 
     ``local:N`` starts a ``LocalCluster`` of N worker processes with one task thread each (a block's network call
