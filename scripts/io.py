@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleInputError
-from .outputs import atomic_path, make_output_folder, temporary_tag
+from .outputs import atomic_path, make_output_folder, result_path, temporary_tag
 
 TIFF_SUFFIXES = (".ome.tif", ".ome.tiff", ".tif", ".tiff")
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
@@ -70,7 +70,8 @@ class Stack:
 
     Attributes:
         array: ``(Z, Y, X)`` array; a single 2D image has ``Z == 1``.
-        layout: the file's own axis order: "zyx" (TIFF/ITK stacks), "yx" (2D images) or "xyz" (NIfTI).
+        layout: the file's own axis order: "zyx" (TIFF/ITK/HDF5/zarr stacks), "yx" (2D images), "xyz" (NIfTI) or
+            "xy" (2D NIfTI).
         spacing: ``(z, y, x)`` voxel size in the file's units, or None if the file does not say.
         path: where it was read from.
     """
@@ -121,7 +122,9 @@ def to_file_order(array: np.ndarray, layout: str) -> np.ndarray:
         return array[0]
     if layout == "xyz":
         return np.ascontiguousarray(array.transpose(2, 1, 0))
-    raise ValueError(f"unknown layout {layout!r}, expected 'zyx', 'yx' or 'xyz'")
+    if layout == "xy":
+        return np.ascontiguousarray(array[0].T)
+    raise ValueError(f"unknown layout {layout!r}, expected 'zyx', 'yx', 'xyz' or 'xy'")
 
 
 # ------------------------------------------------------------------------------------------------ value checks
@@ -372,8 +375,8 @@ class TiffSections(OpenFileReader):
         if image_suffix(self.path) not in TIFF_SUFFIXES:
             raise BundleInputError(
                 self.path,
-                "streaming reads TIFF and HDF5 stacks only",
-                "convert it to a multi-page TIFF or HDF5, or use configs/inference.json",
+                "streaming reads TIFF, HDF5, NIfTI and zarr stacks only",
+                "convert it to a multi-page TIFF, HDF5 or OME-Zarr, or use configs/inference.json",
             )
         if not os.path.isfile(self.path) or os.path.getsize(self.path) == 0:
             raise BundleInputError(self.path, "file not found or empty", "check the path or re-copy the stack")
@@ -554,15 +557,23 @@ class H5Sections(OpenFileReader):
 
 
 def write_h5_sections(
-    path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype, name: str = "data"
+    path: str,
+    sections: Iterator[np.ndarray],
+    shape: Sequence[int],
+    dtype: np.dtype,
+    name: str = "data",
+    spacing: Sequence[float] | None = None,
 ) -> None:
-    """Write ``(Y, X)`` sections as they come into dataset ``name`` of a new HDF5 file, atomically."""
+    """Write ``(Y, X)`` sections as they come into dataset ``name`` of a new HDF5 file, atomically, with the
+    ``(z, y, x)`` ``spacing`` as its ``element_size_um`` attribute (as ilastik writes it) if given."""
     import h5py
 
     shape = tuple(int(s) for s in shape)
     chunks = (1, *shape[-2:]) if len(shape) == 3 else shape
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         dataset = f.create_dataset(name, shape=shape, dtype=dtype, chunks=chunks, compression="gzip")
+        if spacing is not None:
+            dataset.attrs["element_size_um"] = [float(s) for s in spacing]
         for z, section in enumerate(sections):
             if len(shape) == 3:
                 dataset[z] = section
@@ -892,9 +903,118 @@ def _read_nifti(path: str) -> tuple[np.ndarray, tuple[float, float, float] | Non
 
     img = nib.load(path)
     array = np.asarray(img.dataobj)
+    return array, _nifti_spacing(img)
+
+
+def _nifti_spacing(img) -> tuple[float, float, float] | None:
+    """``(z, y, x)`` voxel size of a nibabel image (``z`` 1.0 for a 2D image)."""
     zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    spacing = tuple(reversed(zooms)) if len(zooms) == 3 else None
-    return array, spacing  # type: ignore[return-value]
+    if len(zooms) == 2:
+        zooms = (*zooms, 1.0)
+    return tuple(reversed(zooms)) if len(zooms) == 3 else None  # type: ignore[return-value]
+
+
+class NiftiSections(OpenFileReader):
+    """A NIfTI image read a section (or a range of sections) at a time; the same interface as
+    :class:`TiffSections`. NIfTI stores ``(X, Y, Z)`` in Fortran order, so a section along Z is one contiguous run
+    of bytes; the file (gzip-compressed or not) stays open between reads, so reading sections in order reads it
+    once.
+
+    Attributes:
+        path: the file.
+        shape: ``(Z, Y, X)``, or ``(Y, X)`` for a 2D image (the working order of :func:`read_stack`).
+        dtype: the sections' dtype (after the file's intensity scaling, as nibabel applies it).
+        spacing: ``(z, y, x)`` voxel size.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        import nibabel as nib
+
+        self.path = str(path)
+        try:
+            img = nib.load(self.path)
+        except Exception as e:  # nibabel raises many types for truncated or foreign files
+            raise BundleInputError(
+                self.path, f"cannot be read as NIfTI ({type(e).__name__}: {e})", "re-export it"
+            ) from e
+        if len(img.shape) not in (2, 3):
+            raise BundleInputError(
+                self.path, f"has shape {img.shape}, expected a 2D section or a 3D stack", "save one 3D volume"
+            )
+        self.shape = tuple(int(n) for n in reversed(img.shape))
+        self.dtype, self.spacing = img.get_data_dtype(), _nifti_spacing(img)
+        check_not_empty(self.shape, self.path)
+
+    def __len__(self) -> int:
+        return self.shape[0] if len(self.shape) == 3 else 1
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``; the file stays open until ``close()``."""
+        import nibabel as nib
+
+        if not 0 <= start < stop <= len(self):
+            raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
+        if self._handle is None:
+            self._handle = _OpenImage(nib.load(self.path, keep_file_open=True))
+        data = self._handle.image.dataobj
+        sections = np.asarray(data[..., start:stop]).T if len(self.shape) == 3 else np.asarray(data).T[None]
+        check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
+        return np.ascontiguousarray(sections)
+
+
+class _OpenImage:
+    """A nibabel image whose file ``keep_file_open`` holds open; closing drops it, which closes the file."""
+
+    def __init__(self, image) -> None:
+        self.image = image
+
+    def close(self) -> None:
+        self.image = None
+
+
+def _nifti_header(shape: Sequence[int], dtype: np.dtype, spacing: Sequence[float] | None, reference: str | None):
+    """The header of a NIfTI result of working-order ``shape`` ``(Z, Y, X)`` or ``(Y, X)``: ``reference``'s
+    (affine, orientation codes, units; as MONAI's ``SaveImage`` keeps them) if it is a NIfTI file, else a
+    NIfTI-1 header whose affine scales by ``spacing`` ``(z, y, x)``; intensity scaling off."""
+    import nibabel as nib
+
+    file_shape = tuple(int(n) for n in reversed(tuple(shape)))
+    if reference is not None and image_suffix(reference) in NIFTI_SUFFIXES:
+        source = nib.load(str(reference))
+        header = source.header.copy()
+    else:
+        zooms = list(reversed(tuple(spacing)))[: len(file_shape)] if spacing else [1.0] * len(file_shape)
+        affine = np.diag([*zooms, *[1.0] * (3 - len(zooms)), 1.0])
+        header = nib.Nifti1Image(np.zeros((1,) * len(file_shape), np.uint8), affine).header
+        header.set_xyzt_units("unknown")
+    header.set_data_shape(file_shape)
+    header.set_data_dtype(dtype)
+    header.set_slope_inter(1.0, 0.0)  # the input's intensity scaling does not apply to results
+    return header
+
+
+def write_nifti_sections(
+    path: str,
+    sections: Iterator[np.ndarray],
+    shape: Sequence[int],
+    dtype: np.dtype,
+    spacing: Sequence[float] | None = None,
+    reference: str | None = None,
+) -> None:
+    """Write ``(Y, X)`` sections as they come into a NIfTI file (gzip-compressed for ``.nii.gz``), atomically,
+    with the header of :func:`_nifti_header`. NIfTI's Fortran-order ``(X, Y, Z)`` puts each section's C-order
+    ``(Y, X)`` bytes one after the other, so no more than one section is held."""
+    import gzip
+
+    header = _nifti_header(shape, dtype, spacing, reference)
+    stored = header.get_data_dtype()  # with the header's byte order
+    with atomic_path(path) as tmp, (
+        gzip.open(tmp, "wb", compresslevel=6) if str(path).endswith(".gz") else open(tmp, "wb")
+    ) as f:
+        header.write_to(f)
+        f.write(b"\0" * (int(header.get_data_offset()) - f.tell()))
+        for section in sections:
+            f.write(np.ascontiguousarray(section, dtype=stored).tobytes())
 
 
 def _read_itk(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
@@ -915,41 +1035,13 @@ def _read_itk(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]
     return array, spacing  # type: ignore[return-value]
 
 
-def result_extension(image_path: str | os.PathLike) -> str:
-    """The extension of whole-volume results for an input image: NIfTI in, NIfTI out (``nii.gz`` or ``nii``, with
-    the input's affine, :func:`write_like`); ``tif`` for every other format."""
-    suffix = image_suffix(image_path)
-    return suffix.lstrip(".") if suffix in NIFTI_SUFFIXES else "tif"
-
-
-def write_like(path: str | os.PathLike, array: np.ndarray, reference: str | os.PathLike) -> None:
-    """Write ``array`` (in the file order of ``reference``) atomically, as a NIfTI file with ``reference``'s affine,
-    spacing and orientation codes if ``path`` ends in ``.nii``/``.nii.gz`` (as MONAI's ``SaveImage`` keeps them),
-    else as a TIFF (:func:`write_tiff`)."""
-    if image_suffix(path) not in NIFTI_SUFFIXES:
-        write_tiff(path, array)
-        return
-    import gzip
-
-    import nibabel as nib
-
-    source = nib.load(str(reference))
-    header = source.header.copy()
-    header.set_data_dtype(array.dtype)
-    image = type(source)(array, source.affine, header=header)
-    image.header.set_slope_inter(1.0, 0.0)  # the input's intensity scaling does not apply to results
-    data = image.to_bytes()
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(gzip.compress(data, compresslevel=6) if str(path).endswith(".gz") else data)
-
-
 # ------------------------------------------------------------------------------------------------ whole stacks
 def read_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float, float] | None]:
     """Read an image file as grey ``(Y, X)`` or ``(Z, Y, X)`` (``(X, Y, Z)`` for NIfTI) with its ``(z, y, x)``
     spacing (see the module docstring), with a clear error for missing, corrupt or unsupported files."""
     path = str(path)
     suffix = image_suffix(path)
-    if suffix in ZARR_SUFFIXES or os.path.isdir(path) and is_zarr(path):
+    if _is_zarr_input(path):
         return read_zarr(path)
     if not os.path.isfile(path):
         raise BundleInputError(path, "file not found", "check the path, or pass --dataset_dir with the right folder")
@@ -978,7 +1070,8 @@ def read_array(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, float,
 
 
 def read_stack(path: str | os.PathLike) -> Stack:
-    """Read a 2D image or 3D stack as ``(Z, Y, X)``; NIfTI ``(X, Y, Z)`` is transposed and restored on output."""
+    """Read a 2D image or 3D stack as ``(Z, Y, X)``; NIfTI ``(X, Y, Z)`` (or ``(X, Y)``) is transposed, and
+    restored in NIfTI results."""
     array, spacing = read_array(path)
     path = str(path)
     if array.ndim not in (2, 3):
@@ -989,30 +1082,104 @@ def read_stack(path: str | os.PathLike) -> Stack:
         )
     check_not_empty(array.shape, path)
     check_values(array, path)
-    if image_suffix(path) in NIFTI_SUFFIXES and array.ndim == 3:
-        return Stack(np.ascontiguousarray(array.transpose(2, 1, 0)), "xyz", spacing, path)
+    if image_suffix(path) in NIFTI_SUFFIXES:  # nibabel's (X, Y, Z) / (X, Y)
+        layout = "xyz" if array.ndim == 3 else "xy"
+        array = np.ascontiguousarray(array.T)
+        return Stack(array if array.ndim == 3 else array[None], layout, spacing, path)
     if array.ndim == 2:
         return Stack(array[None], "yx", spacing, path)
     return Stack(array, "zyx", spacing, path)
 
 
 # --------------------------------------------------------------------------------------- section by section
-def open_sections(path: str | os.PathLike) -> TiffSections | H5Sections | ZarrSections:
-    """A stack read section by section: :class:`H5Sections` for ``.h5``/``.hdf5`` files, :class:`ZarrSections` for
-    zarr folders, else :class:`TiffSections`."""
+def _is_zarr_input(path: str | os.PathLike) -> bool:
+    return image_suffix(path) in ZARR_SUFFIXES or os.path.isdir(path) and is_zarr(path)
+
+
+def open_sections(path: str | os.PathLike) -> TiffSections | H5Sections | ZarrSections | NiftiSections:
+    """A stack read section by section, with the sections :func:`read_stack` gives: :class:`H5Sections`,
+    :class:`ZarrSections`, :class:`NiftiSections` or (any other file) :class:`TiffSections`."""
     if image_suffix(path) in HDF5_SUFFIXES:
         return H5Sections(path)
-    if image_suffix(path) in ZARR_SUFFIXES or os.path.isdir(path) and is_zarr(path):
+    if image_suffix(path) in NIFTI_SUFFIXES:
+        return NiftiSections(path)
+    if _is_zarr_input(path):
         return ZarrSections(path)
     return TiffSections(path)
 
 
-def write_sections(path: str, sections: Iterator[np.ndarray], shape: Sequence[int], dtype: np.dtype) -> None:
-    """Write sections as they come to a TIFF, or to an HDF5 file (dataset named after the file's ``_prob``/``_seg``
-    suffix) when ``path`` ends in ``.h5``, atomically."""
-    if image_suffix(path) in HDF5_SUFFIXES:
-        write_h5_sections(path, sections, shape, dtype, name=image_stem(path).rsplit("_", 1)[-1])
-    elif image_suffix(path) in ZARR_SUFFIXES:
-        write_zarr_sections(path, sections, shape, dtype)
+def write_sections(
+    path: str,
+    sections: Iterator[np.ndarray],
+    shape: Sequence[int],
+    dtype: np.dtype,
+    spacing: Sequence[float] | None = None,
+    reference: str | None = None,
+) -> None:
+    """Write ``(Y, X)`` sections as they come, atomically, in the format of ``path``'s extension.
+
+    Args:
+        path: ``.tif``/``.tiff`` (zlib TIFF), ``.h5`` (dataset named after the file's ``_prob``/``_seg`` suffix,
+            one section a chunk), ``.zarr`` (OME-Zarr, :func:`create_zarr`) or ``.nii``/``.nii.gz``.
+        sections: the sections in working order, ``(Y, X)`` each.
+        shape: the result's working-order shape: ``(Z, Y, X)``, or ``(Y, X)`` for one 2D image.
+        dtype: the stored dtype.
+        spacing: ``(z, y, x)`` voxel size, kept where the format has a place for it (HDF5 ``element_size_um``,
+            OME-Zarr scale, NIfTI affine), or None.
+        reference: the input image; a NIfTI input gives a NIfTI result its header (affine, orientation).
+    """
+    suffix = image_suffix(path)
+    if suffix in HDF5_SUFFIXES:
+        write_h5_sections(path, sections, shape, dtype, name=image_stem(path).rsplit("_", 1)[-1], spacing=spacing)
+    elif suffix in ZARR_SUFFIXES:
+        write_zarr_sections(path, sections, shape, dtype, spacing=spacing)
+    elif suffix in NIFTI_SUFFIXES:
+        write_nifti_sections(path, sections, shape, dtype, spacing=spacing, reference=reference)
     else:
         write_tiff_sections(path, sections, shape, dtype)
+
+
+# ------------------------------------------------------------------------------------------------------ results
+#: ``output_format`` values: "auto" writes NIfTI results for NIfTI inputs and OME-Zarr results for zarr inputs
+#: (the input's own format: affine kept, volumes beyond memory stay chunked), TIFF for every other input.
+OUTPUT_FORMATS = ("auto", "tif", "h5", "zarr", "nii.gz")
+#: Every extension of image results: the formats, and ``nii`` for an uncompressed NIfTI input under "auto".
+RESULT_EXTENSIONS = (*OUTPUT_FORMATS[1:], "nii")
+
+
+def result_extension(image_path: str | os.PathLike, output_format: str = "auto") -> str:
+    """The extension of the image results of ``image_path`` for ``output_format`` (:data:`OUTPUT_FORMATS`, checked
+    by the callers where they read the setting): "auto" gives ``nii.gz``/``nii`` for NIfTI, ``zarr`` for zarr,
+    ``tif`` for every other input; any other value is its own extension."""
+    if output_format != "auto":
+        return output_format
+    suffix = image_suffix(image_path)
+    if suffix in NIFTI_SUFFIXES:
+        return suffix.lstrip(".")
+    return "zarr" if _is_zarr_input(image_path) else "tif"
+
+
+def write_result(
+    output_dir: str | os.PathLike,
+    image_path: str | os.PathLike,
+    kind: str,
+    sections: Iterator[np.ndarray],
+    shape: Sequence[int],
+    dtype: np.dtype,
+    output_format: str = "auto",
+    spacing: Sequence[float] | None = None,
+) -> str:
+    """Write one image result of ``image_path`` (``kind`` "_prob" or "_seg") from its ``(Y, X)`` sections as they
+    come: the one writer of whole-volume (``scripts.writers``) and streamed (``scripts.streaming``) results.
+
+    The file is ``<output_dir>/<stem><kind>.<ext>`` (``scripts.outputs.result_path``, :func:`result_extension`),
+    written atomically by :func:`write_sections`. Its axis order is the format's: ``(Z, Y, X)`` (or ``(Y, X)``)
+    for TIFF, HDF5 and zarr, NIfTI's ``(X, Y, Z)`` for NIfTI, so a result in the input's format has the input's
+    shape and axis order.
+
+    Returns:
+        the path written.
+    """
+    path = result_path(output_dir, image_stem(image_path), kind, result_extension(image_path, output_format))
+    write_sections(path, sections, shape, dtype, spacing=spacing, reference=str(image_path))
+    return path

@@ -1,5 +1,5 @@
 # Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
-"""Writing inference results: ``<stem>_prob.tif``, ``<stem>_seg.tif`` and ``<stem>_cells.csv``."""
+"""Writing inference results: ``<stem>_prob.<ext>``, ``<stem>_seg.<ext>`` and ``<stem>_cells.csv``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from monai.transforms import MapTransform
 
 from .errors import BundleInputError, as_bool
 from .instances import INSTANCE_MODES, seed_options, segment_cells
-from .io import image_stem, result_extension, to_file_order, write_like
+from .io import OUTPUT_FORMATS, image_stem, write_result
 from .morphology import cell_table, write_cell_table
 from .outputs import result_path
 from .plots import save_morphology_histograms, save_overlay
@@ -26,9 +26,10 @@ class SaveEMResultsd(MapTransform):
     Expects ``d[key]`` = membrane probability ``(1, Z, Y, X)`` and the ``image_path``/``image_layout``/
     ``image_spacing`` entries from ``LoadStackd``. Writes, each atomically (no partial file on failure):
 
-    - ``<output_dir>/<stem>_prob.tif``: float32 in [0, 1], the input's shape and axis order (``_prob.nii.gz``
-      with the input's affine and spacing for a NIfTI input, see ``scripts.io.write_like``);
-    - ``<output_dir>/<stem>_seg.tif``: uint32 cell labels (0 = boundary), same shape (unless mode "none");
+    - ``<output_dir>/<stem>_prob.<ext>``: float32 in [0, 1], the input's shape (``<ext>`` and axis order from
+      ``output_format``, see ``scripts.io.write_result``: by default TIFF, or the input's own format with its
+      affine for a NIfTI input and chunked OME-Zarr for a zarr input);
+    - ``<output_dir>/<stem>_seg.<ext>``: uint32 cell labels (0 = boundary), same shape (unless mode "none");
     - ``<output_dir>/<stem>_cells.csv``: one row per cell (unless mode "none");
     - with ``plots``: ``<stem>_overlay.png`` (cells over a few sections of ``d["image"]``) and
       ``<stem>_morphology.png`` (histograms of cell size, diameter and shape).
@@ -46,6 +47,7 @@ class SaveEMResultsd(MapTransform):
         plots: also write the overlay and histogram PNGs (needs an instance mode other than "none").
         target: what the network predicts (see ``scripts.transforms.MakeTargetd``); "foreground" maps are
             segmented as objects, the others as boundaries between cells.
+        output_format: "auto", "tif", "h5", "zarr" or "nii.gz" (``scripts.io.OUTPUT_FORMATS``).
     """
 
     def __init__(
@@ -59,6 +61,7 @@ class SaveEMResultsd(MapTransform):
         seed_distance: float = 2.0,
         plots: bool = False,
         target: str = "membrane",
+        output_format: str = "auto",
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -71,6 +74,7 @@ class SaveEMResultsd(MapTransform):
         target = choice(target, "target", TARGETS)
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
         self.plots = as_bool(plots, "plots")
+        self.output_format = choice(output_format, "output_format", OUTPUT_FORMATS)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -78,14 +82,19 @@ class SaveEMResultsd(MapTransform):
             pred = d[key]
             prob = (pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred))[0]
             prob = np.clip(prob.astype(np.float32, copy=False), 0.0, 1.0)
-            layout = str(d["image_layout"])
-            source = str(d["image_path"])
-            stem, extension = image_stem(source), result_extension(source)
-            write_like(result_path(self.output_dir, stem, "_prob", extension), to_file_order(prob, layout), source)
+            source, spacing = str(d["image_path"]), d.get("image_spacing") or None
+            stem = image_stem(source)
+            shape = prob.shape[1:] if str(d["image_layout"]) in ("yx", "xy") else prob.shape  # a 2D image stays 2D
+
+            def write(kind: str, volume: np.ndarray) -> None:
+                write_result(
+                    self.output_dir, source, kind, iter(volume), shape, volume.dtype, self.output_format, spacing
+                )
+
+            write("_prob", prob)
             if self.instance_mode != "none":
                 cells = segment_cells(prob, self.instance_mode, **self.segment_options)
-                write_like(result_path(self.output_dir, stem, "_seg", extension), to_file_order(cells, layout), source)
-                spacing = d.get("image_spacing") or None
+                write("_seg", cells)
                 rows = cell_table(cells, self.instance_mode, spacing)
                 write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, self.instance_mode)
                 if self.plots:
