@@ -19,7 +19,7 @@ from scripts.blocks import BlockLedger, block_faces, block_shape, plan_blocks
 from scripts.blockwise import BlockwiseSegmenter
 from scripts.inferers import MembraneInferer
 from scripts.instances import segment_cells
-from scripts.io import open_zarr, read_array
+from scripts.io import open_zarr
 from scripts.isbi_metrics import rand_info_scores
 from scripts.stitching import block_offsets, core_labels, face_matches, merged_labels, relabel
 from scripts.synthetic import make_em_stack
@@ -194,8 +194,8 @@ def test_inference_dask_config_equals_whole_volume_inference(volume: Path, check
                   **common)  # fmt: skip
     wf.run()
     prob, seg = open_zarr(tmp_path / "dask" / "vol_prob.zarr")[...], open_zarr(tmp_path / "dask" / "vol_seg.zarr")[...]
-    assert np.array_equal(prob, read_array(tmp_path / "whole" / "vol_prob.tif")[0])
-    assert np.array_equal(seg, read_array(tmp_path / "whole" / "vol_seg.tif")[0]) and seg.max() > 0
+    assert np.array_equal(prob, open_zarr(tmp_path / "whole" / "vol_prob.zarr")[...])
+    assert np.array_equal(seg, open_zarr(tmp_path / "whole" / "vol_seg.zarr")[...]) and seg.max() > 0
     assert rows(tmp_path / "dask" / "vol_cells.csv") == rows(tmp_path / "whole" / "vol_cells.csv")
 
 
