@@ -281,6 +281,21 @@ def benchmark_streaming(sections: int = 20, size: int = 1024, json: bool = False
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_streaming(report)
 
 
+def benchmark_dask(sections: int = 64, size: int = 1024, memory_limit: str = "1GB", json: bool = False) -> str:
+    """Blockwise inference (configs/inference_dask.json) of a generated zarr volume larger than a worker's memory
+    limit, on LocalClusters of 1 and 2 workers: seconds, peak memory per worker and the scaling efficiency."""
+    import json as json_module
+
+    from bundle.benchmark_dask import format_dask, run_dask_benchmark
+    from scripts.errors import as_bool
+    from scripts.settings import integer
+
+    report = run_dask_benchmark(
+        integer(sections, "sections", 1, 64), integer(size, "size", 16, 1024), memory_limit=str(memory_limit)
+    )
+    return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_dask(report)
+
+
 COMMANDS = {
     "infer": infer,
     "train": train,
@@ -292,6 +307,7 @@ COMMANDS = {
     "benchmark_job": benchmark_job,
     "benchmark_scoring": benchmark_scoring,
     "benchmark_streaming": benchmark_streaming,
+    "benchmark_dask": benchmark_dask,
     "make_sample": make_sample,
     "make_datalist": make_datalist,
     "verify": verify,
