@@ -155,12 +155,13 @@ def test_train_and_evaluate_write_into_folders_fire_parsed(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "argv", ["x"])
     for parsed, folder in ((("scan", "v2"), "scan,v2"), (20240115, "20240115")):
-        overrides = dict(dataset_dir=str(labelled_dir), ckpt_path=str(model), features=WIDTH)
+        # models go to model_dir (models/ under bundle_root by default), given here so the shipped one stays
+        overrides = dict(dataset_dir=str(labelled_dir), ckpt_path=str(model), features=WIDTH, model_dir="models_here")
         wf = workflow(configs, output_dir=parsed, **overrides)
         assert wf.parser.get_parsed_content("output_folder") == folder
         if len(configs) == 1:
             savers = wf.parser.get_parsed_content("train#handlers")[-2:]  # CheckpointSaver, TrainingCheckpoint
-            assert [str(h.save_dir) for h in savers] == [folder, folder]
+            assert [str(h.save_dir) for h in savers] == ["models_here", folder]
         else:
             assert wf.parser.get_parsed_content("validate#handlers")[-1].save_dir == folder  # MetricsSaver
         assert (tmp_path / folder).is_dir()
