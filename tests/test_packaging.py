@@ -220,13 +220,16 @@ REPOSITORY_ONLY = re.compile(r"python -m bundle\b(?!\.)|\bbundle/|requirements[\
 
 
 def _commands(markdown: str) -> list[str]:
-    """The commands in ``markdown``'s code blocks, continuation lines joined; comment lines left out."""
-    commands, current, in_block = [], "", False
+    """The commands in ``markdown``'s shell code blocks (```bash, or no language), continuation lines joined; comment
+    lines left out. Other blocks (```python snippets) are not commands."""
+    commands, current, in_block, in_other = [], "", False, False
     for line in markdown.splitlines():
         if line.startswith("```"):
-            in_block = not in_block
+            opening = not (in_block or in_other)
+            is_shell = line.strip("`").strip() in ("", "bash", "sh")
+            in_block, in_other = (is_shell, not is_shell) if opening else (False, False)
             continue
-        if not in_block or (not current and line.lstrip().startswith("#")):
+        if not in_block or (not current and (not line.strip() or line.lstrip().startswith("#"))):
             continue
         current += line.rstrip("\\") + " "
         if not line.endswith("\\"):
@@ -404,7 +407,8 @@ def test_every_docs_command_works_in_the_unpacked_release(tmp_path: Path) -> Non
     assert not unchecked, "add these docs/README.md commands to a check or to NOT_RUN:\n" + "\n".join(unchecked)
 
     # the first command of "Execute inference", as it is, plus a small input and the sample crop's cheap flags
-    first = next(c for c in commands if c.startswith("python -m monai.bundle run --config_file configs/inference.json"))
+    main = "python -m monai.bundle run --config_file configs/inference.json --dataset_dir my_stacks"
+    first = next(c for c in commands if c.startswith(main))
     data = write_sample_crop(tmp_path / "data")
     tokens = [str(data) if t == "my_stacks" else t for t in shlex.split(first)]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FUSIONNET_TRACEBACK")}
