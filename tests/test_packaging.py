@@ -403,10 +403,11 @@ def test_every_docs_command_works_in_the_unpacked_release(tmp_path: Path) -> Non
                 unchecked.append(command)
     assert not unchecked, "add these docs/README.md commands to a check or to NOT_RUN:\n" + "\n".join(unchecked)
 
-    # the first command of "Execute inference", as it is, plus a small input and the sample crop's cheap flags
-    first = next(c for c in commands if c.startswith("python -m monai.bundle run --config_file configs/inference.json"))
+    # "Execute inference"'s first command, as it is, on a crop of the sample with cheap flags
+    main = "python -m monai.bundle run --config_file configs/inference.json --dataset_dir my_stacks --output_dir out"
+    assert main in commands
     data = write_sample_crop(tmp_path / "data")
-    tokens = [str(data) if t == "my_stacks" else t for t in shlex.split(first)]
+    tokens = [str(data) if t == "my_stacks" else t for t in shlex.split(main)]
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FUSIONNET_TRACEBACK")}
     run = subprocess.run([sys.executable, *tokens[1:], *CROP_FLAGS], cwd=bundle, capture_output=True, text=True,
                          timeout=600, env=env, check=False)  # fmt: skip
