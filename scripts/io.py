@@ -84,15 +84,26 @@ class Stack:
 
 class OpenFileReader:
     """Base of the section readers: ``_handle`` is the file a reader keeps open between reads; :meth:`close` or a
-    ``with`` block closes it (a later read opens it again). Subclasses give ``__len__`` (the section count) and
-    ``read(start, stop)`` (sections ``start .. stop - 1`` as ``(stop - start, Y, X)``)."""
+    ``with`` block closes it (a later read opens it again). Subclasses set ``path`` and ``shape`` (``(Z, Y, X)``, or
+    ``(Y, X)`` for a single image) and give ``_read(start, stop)``, the sections as stored; :meth:`read` checks the
+    range and the values around it."""
 
     _handle = None
+    path: str
+    shape: tuple[int, ...]
 
     def __len__(self) -> int:
-        raise NotImplementedError
+        return self.shape[0] if len(self.shape) == 3 else 1
 
     def read(self, start: int, stop: int) -> np.ndarray:
+        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``; the file stays open until :meth:`close`."""
+        if not 0 <= start < stop <= len(self):
+            raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
+        sections = self._read(start, stop)
+        check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
+        return sections
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
         raise NotImplementedError
 
     def __iter__(self) -> Iterator[np.ndarray]:
@@ -396,9 +407,6 @@ class TiffSections(OpenFileReader):
         self.dtype = self.parts[0].grey_dtype
         self._whole: dict[int, np.ndarray] = {}  # series whose pages hold several sections, read whole once
 
-    def __len__(self) -> int:
-        return self.shape[0] if len(self.shape) == 3 else 1
-
     def _section(self, z: int) -> np.ndarray:
         """Section ``z`` of the stack, ``(Y, X)``."""
         for part in self.parts:
@@ -411,29 +419,22 @@ class TiffSections(OpenFileReader):
             self._whole[part.index] = part.grey(self._handle.asarray(series=part.index), part.axes, self.path)
         return self._whole[part.index][z]
 
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``, reading only those pages.
-
-        The file stays open between calls (random access without re-parsing it); :meth:`close` or a ``with``
-        block closes it.
-        """
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        """Only the pages of sections ``start .. stop - 1``; the file stays open between calls (random access
+        without re-parsing it)."""
         import tifffile
 
-        if not 0 <= start < stop <= len(self):
-            raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
         try:
             with _fail_on_warnings("tifffile"):
                 if self._handle is None:
                     self._handle = tifffile.TiffFile(self.path)
-                sections = np.stack([self._section(z) for z in range(start, stop)])
+                return np.stack([self._section(z) for z in range(start, stop)])
         except Exception as e:
             raise BundleInputError(
                 self.path,
                 f"sections {start}..{stop - 1} cannot be read ({type(e).__name__}: {e})",
                 "the file is truncated; re-export it",
             ) from e
-        check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
-        return sections
 
     def close(self) -> None:
         super().close()
@@ -539,21 +540,13 @@ class H5Sections(OpenFileReader):
             ) from e
         check_not_empty(self.shape, f"{self.path} (dataset {self.name})")
 
-    def __len__(self) -> int:
-        return self.shape[0] if len(self.shape) == 3 else 1
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``; the file stays open until ``close()``."""
+    def _read(self, start: int, stop: int) -> np.ndarray:
         import h5py
 
-        if not 0 <= start < stop <= len(self):
-            raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
         if self._handle is None:
             self._handle = h5py.File(self.path, "r")
         dataset = self._handle[self.name]
-        sections = dataset[start:stop] if len(self.shape) == 3 else dataset[()][None]
-        check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
-        return sections
+        return dataset[start:stop] if len(self.shape) == 3 else dataset[()][None]
 
 
 def write_h5_sections(
@@ -873,23 +866,16 @@ class ZarrSections(OpenFileReader):
         self.array = open_zarr(self.path)
         self.shape, self.dtype, self.spacing = tuple(self.array.shape), self.array.dtype, zarr_spacing(self.path)
 
-    def __len__(self) -> int:
-        return self.shape[0] if len(self.shape) == 3 else 1
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``, reading only the chunks that hold them."""
-        if not 0 <= start < stop <= len(self):
-            raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        """Only the chunks that hold sections ``start .. stop - 1``."""
         try:
-            sections = self.array[start:stop] if len(self.shape) == 3 else self.array[...][None]
+            return self.array[start:stop] if len(self.shape) == 3 else self.array[...][None]
         except Exception as e:  # missing or corrupt chunk files
             raise BundleInputError(
                 self.path,
                 f"sections {start}..{stop - 1} cannot be read ({type(e).__name__}: {e})",
                 "the store is incomplete; re-export it",
             ) from e
-        check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
-        return sections
 
 
 def read_zarr(path: str) -> tuple[np.ndarray, tuple[float, float, float] | None]:
@@ -945,20 +931,14 @@ class NiftiSections(OpenFileReader):
         self.dtype, self.spacing = img.get_data_dtype(), _nifti_spacing(img)
         check_not_empty(self.shape, self.path)
 
-    def __len__(self) -> int:
-        return self.shape[0] if len(self.shape) == 3 else 1
-
-    def read(self, start: int, stop: int) -> np.ndarray:
-        """Sections ``start .. stop - 1`` as ``(stop - start, Y, X)``; the file stays open until ``close()``."""
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        """NIfTI's sections lie along its last axis: transposed to ``(Z, Y, X)``."""
         import nibabel as nib
 
-        if not 0 <= start < stop <= len(self):
-            raise IndexError(f"sections {start}..{stop - 1} are outside {self.path} ({len(self)} sections)")
         if self._handle is None:
             self._handle = _OpenImage(nib.load(self.path, keep_file_open=True))
         data = self._handle.image.dataobj
         sections = np.asarray(data[..., start:stop]).T if len(self.shape) == 3 else np.asarray(data).T[None]
-        check_values(sections, f"{self.path} (sections {start}..{stop - 1})")
         return np.ascontiguousarray(sections)
 
 
