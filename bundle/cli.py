@@ -205,6 +205,30 @@ def compare_scores(evaluations: str, baseline: str, resamples: int = 2000, seed:
     return compare_pooled(_folders(evaluations), _folders(baseline), resamples=int(resamples), seed=int(seed))
 
 
+def cross_validate(
+    output: str,
+    dataset_dir: str = "../shared/data/isbi2012",
+    folds: int = 5,
+    parallel: int = 1,
+    config_file: str = "configs/train.json",
+    overrides: str = "",
+    final: bool = False,
+    baseline: str | None = None,
+    seed: int = 0,
+) -> dict:
+    """A recipe's k-fold cross-validation in one command: each fold trains on all but one contiguous block of
+    sections (final checkpoint) and is scored on it, then the held-out sections are pooled; e.g.
+    ``python -m bundle cross_validate runs/cv/ctx1 --overrides "--context_sections 1"``. ``--config_file`` is
+    train.json then the recipe's override files (comma-separated); ``--overrides`` the recipe's flags, given to
+    training and evaluation alike; ``--parallel`` folds at once (1 on a CPU, 5 on one GPU); ``--final true`` also
+    trains on every section (``<output>/final/model_final.pt``); ``--baseline 'runs/cv/b0/eval*'`` adds a paired
+    bootstrap against another recipe's evaluations. A rerun skips the folds already scored."""
+    from bundle.cross_validation import cross_validate as run
+    from scripts.errors import as_bool
+
+    return run(output, dataset_dir, folds, parallel, config_file, overrides, as_bool(final, "final"), baseline, seed)
+
+
 def benchmark(
     json: bool = False,
     sections: int = 2,
@@ -281,17 +305,22 @@ def benchmark_streaming(sections: int = 20, size: int = 1024, json: bool = False
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_streaming(report)
 
 
-def benchmark_dask(sections: int = 64, size: int = 1024, memory_limit: str = "1GB", json: bool = False) -> str:
+def benchmark_dask(
+    sections: int = 1200, size: int = 512, memory_limit: str = "1.2GB", dtype: str = "float32", json: bool = False
+) -> str:
     """Blockwise inference (configs/inference_dask.json) of a generated zarr volume larger than a worker's memory
     limit, on LocalClusters of 1 and 2 workers: seconds, peak memory per worker and the scaling efficiency."""
     import json as json_module
 
     from bundle.benchmark_dask import format_dask, run_dask_benchmark
     from scripts.errors import as_bool
-    from scripts.settings import integer
+    from scripts.settings import choice, integer
 
     report = run_dask_benchmark(
-        integer(sections, "sections", 1, 64), integer(size, "size", 16, 1024), memory_limit=str(memory_limit)
+        integer(sections, "sections", 1, 100000),
+        integer(size, "size", 16, 4096),
+        memory_limit=str(memory_limit),
+        dtype=choice(dtype, "dtype", ("uint8", "float32")),
     )
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_dask(report)
 
@@ -303,6 +332,7 @@ COMMANDS = {
     "score_instances": score_instances,
     "pool_scores": pool_scores,
     "compare_scores": compare_scores,
+    "cross_validate": cross_validate,
     "benchmark": benchmark,
     "benchmark_job": benchmark_job,
     "benchmark_scoring": benchmark_scoring,

@@ -80,25 +80,32 @@ class InferencePlugin(WorkerPlugin):
         network: the network of inference.json (weights loaded, prepared); sent to each worker once.
         inferer: inference.json's ``MembraneInferer``.
         device_type: "cpu" or "cuda" (see :func:`worker_device`).
-        threads: PyTorch threads per worker; None: the worker machine's cores over its task threads.
+        host_threads: task threads of all the cluster's workers on each host (``scripts.scheduler.host_threads``):
+            a worker's PyTorch threads are its host's cores over that count, so that several worker processes on
+            one machine share its cores instead of each taking all of them.
     """
 
     name = PLUGIN
 
-    def __init__(self, network: nn.Module, inferer: MembraneInferer, device_type: str, threads: int | None) -> None:
+    def __init__(
+        self, network: nn.Module, inferer: MembraneInferer, device_type: str, host_threads: dict[str, int]
+    ) -> None:
         buffer = io.BytesIO()
         self.scripted = isinstance(network, torch.jit.ScriptModule)
         (torch.jit.save if self.scripted else torch.save)(network, buffer)
         self.weights = buffer.getvalue()
-        self.inferer, self.device_type, self.threads = inferer, device_type, threads
+        self.inferer, self.device_type, self.host_threads = inferer, device_type, host_threads
         self.network: nn.Module | None = None
         self.device = torch.device("cpu")
 
     def setup(self, worker) -> None:  # type: ignore[no-untyped-def]
         # the network is loaded by the first block (in a task thread), not here: setup runs on the worker's event
         # loop, which a slow load (imports, GPU start) would stall, and Dask would take the worker for lost
-        self.worker_name, self.task_threads = worker.name, worker.state.nthreads
-        self.lock = threading.Lock()
+        from distributed.comm import get_address_host
+
+        self.worker_name, self.lock = worker.name, threading.Lock()
+        # a worker that joined after the job started counts only its own task threads
+        self.task_threads = self.host_threads.get(get_address_host(worker.address), worker.state.nthreads)
 
     def model(self) -> nn.Module:
         """The network on this worker's device, loaded on first use."""
@@ -106,8 +113,9 @@ class InferencePlugin(WorkerPlugin):
             if self.network is None:
                 from monai.utils import set_determinism
 
-                # Dask's nanny starts workers with OMP_NUM_THREADS=1; convolutions should use the worker's cores
-                torch.set_num_threads(self.threads or max(1, (os.cpu_count() or 1) // max(1, self.task_threads)))
+                # Dask's nanny starts workers with OMP_NUM_THREADS=1; convolutions should use the worker's share of
+                # its host's cores (more threads than cores made two 1-thread workers on 2 cores 2x slower than one)
+                torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, self.task_threads)))
                 self.device = worker_device(self.device_type, self.worker_name)
                 buffer = io.BytesIO(self.weights)
                 if self.scripted:
@@ -274,7 +282,8 @@ class BlockwiseSegmenter:
         self.network, self.inferer = network.eval(), inferer
         self.device = check_device(device)
         self.output_dir = output_folder(output_dir)
-        self.scheduler, self.workers, self.memory_limit = str(scheduler), local_workers(scheduler), memory_limit
+        local_workers(scheduler)  # an unknown scheduler setting is refused here, before any work
+        self.scheduler, self.memory_limit = str(scheduler), memory_limit
         self.block_size = block_size
         self.cell_halo = integer(cell_halo, "cell_halo", 0, 16)
         self.instance_mode = choice(instance_mode, "instance_mode", BLOCKWISE_MODES)
@@ -283,10 +292,10 @@ class BlockwiseSegmenter:
 
     def run(self, paths: Sequence[str]) -> list[str]:
         """Segment every volume in ``paths`` on the cluster; returns their ``_prob.zarr`` paths."""
-        from .scheduler import dask_client, torch_threads
+        from .scheduler import dask_client, host_threads
 
-        plugin = InferencePlugin(self.network, self.inferer, self.device.type, torch_threads(self.workers))
         with dask_client(self.scheduler, self.memory_limit) as client:
+            plugin = InferencePlugin(self.network, self.inferer, self.device.type, host_threads(client))
             client.register_plugin(plugin)
             return [self.segment(client, str(p)) for p in paths]
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -61,7 +60,10 @@ def dask_client(
         cluster.close()
 
 
-def torch_threads(workers: int | None) -> int | None:
-    """PyTorch threads per worker: this machine's cores shared among ``workers`` local workers; None (each worker
-    decides, from its own machine) for a remote cluster."""
-    return None if workers is None else max(1, (os.cpu_count() or 1) // workers)
+def host_threads(client: "distributed.Client") -> dict[str, int]:  # noqa: F821
+    """Task threads of the cluster's workers on each host, ``{host: threads}``: on a LocalCluster of N one-thread
+    workers, N on this machine. Workers divide their host's cores by it for PyTorch (``InferencePlugin``)."""
+    counts: dict[str, int] = {}
+    for worker in client.scheduler_info()["workers"].values():
+        counts[worker["host"]] = counts.get(worker["host"], 0) + int(worker["nthreads"])
+    return counts

@@ -21,6 +21,7 @@ from scripts.inferers import MembraneInferer
 from scripts.instances import segment_cells
 from scripts.io import open_zarr
 from scripts.isbi_metrics import rand_info_scores
+from scripts.scheduler import host_threads
 from scripts.stitching import block_offsets, core_labels, face_matches, merged_labels, relabel
 from scripts.synthetic import make_em_stack
 from scripts.transforms import boundaries_from_instances
@@ -197,6 +198,11 @@ def test_inference_dask_config_equals_whole_volume_inference(volume: Path, check
     assert np.array_equal(prob, open_zarr(tmp_path / "whole" / "vol_prob.zarr")[...])
     assert np.array_equal(seg, open_zarr(tmp_path / "whole" / "vol_seg.zarr")[...]) and seg.max() > 0
     assert rows(tmp_path / "dask" / "vol_cells.csv") == rows(tmp_path / "whole" / "vol_cells.csv")
+    from distributed import Client
+
+    with Client(scheduler) as client:  # two workers on one machine share its cores, not take all of them each
+        assert host_threads(client) == {"127.0.0.1": 2}
+        assert set(client.run(torch.get_num_threads).values()) == {max(1, (os.cpu_count() or 1) // 2)}
 
 
 def test_killed_worker_block_is_rescheduled(volume: Path, scheduler, tmp_path: Path):
@@ -242,3 +248,20 @@ def test_rerun_after_killed_job_skips_done_blocks(volume: Path, scheduler, tmp_p
     assert np.array_equal(open_zarr(prob_path)[...], prob)
     assert np.array_equal(open_zarr(out / "vol_seg.zarr")[...], seg)
     assert rows(out / "vol_cells.csv") == table
+
+
+def test_dask_benchmark_volume_is_larger_than_a_worker_limit():
+    """``python -m bundle benchmark_dask``'s defaults measure what it promises: a volume larger than one worker's
+    memory limit (float32, so that minutes of compute suffice); the report says whether it is."""
+    import inspect
+
+    from bundle.benchmark_dask import format_dask, run_dask_benchmark, volume_against_limit
+
+    defaults = {k: v.default for k, v in inspect.signature(run_dask_benchmark).parameters.items()}
+    report = volume_against_limit(defaults["sections"], defaults["size"], defaults["dtype"], defaults["memory_limit"])
+    assert report["volume_exceeds_limit"] and report["volume_gb"] > 1.2
+    assert not volume_against_limit(8, 512, "uint8", "1GB")["volume_exceeds_limit"]
+    tiny = run_dask_benchmark(sections=4, size=32, workers=(1,), memory_limit="2GB", block_sections=2)
+    (run,) = tiny["runs"]
+    assert run["seconds"] > 0 and run["efficiency"] == 1.0 and 0 < run["peak_rss_mb"][0] < 2000
+    assert "NOT larger than the worker memory limit 2GB" in format_dask(tiny)
