@@ -1,0 +1,156 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""``python -m bundle cross_validate``: a recipe's k-fold cross-validation as the docs report it, in one command.
+
+Fold ``k`` trains train.json (plus the recipe's override files and flags) on every labelled section but the k-th
+contiguous block, keeps the final checkpoint (no checkpoint is picked on the sections it is scored on), and scores
+it on the held-out block with evaluate.json. The held-out sections of all folds are then pooled
+(``scripts.evaluation.pooled_scores``) and, given a baseline's evaluations, compared with a paired bootstrap.
+``final`` also trains the recipe on every section, the run whose final checkpoint a release ships.
+
+Folds run ``parallel`` at a time as separate processes: 1 on a CPU, whose cores one training keeps busy; several on
+a GPU, where one small-width training leaves most of it idle. A fold whose evaluation is complete is not run again,
+so a killed cross-validation resumes where it stopped. Everything lands in ``output``: one folder per run, one log
+per process (``logs/``), and ``cross_validation.json`` with the commands, the seconds each run took and the pooled
+scores.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# flags the command sets itself for each run: a recipe must not override them
+OWNED_FLAGS = (
+    "--dataset_dir",
+    "--output_dir",
+    "--model_dir",
+    "--val_fold",
+    "--val_fraction",
+    "--ckpt_path",
+    "--subset",
+)
+
+
+def recipe_flags(overrides: str | Sequence[str]) -> list[str]:
+    """The recipe's extra flags (a shell-quoted string or a list), refused if they set a flag this command owns."""
+    from scripts.errors import BundleInputError
+
+    flags = shlex.split(overrides) if isinstance(overrides, str) else [str(f) for f in overrides]
+    for flag in flags:
+        if flag.split("=")[0] in OWNED_FLAGS:
+            raise BundleInputError(
+                "--overrides", f"sets {flag.split('=')[0]}, which cross_validate sets for each fold", "leave it out"
+            )
+    return flags
+
+
+def config_list(config_file: str | Sequence[str]) -> list[str]:
+    """train.json and the recipe's override files, in merge order (a list, or a comma-separated string)."""
+    from scripts.errors import BundleInputError
+
+    files = [f.strip() for f in config_file.split(",")] if isinstance(config_file, str) else list(config_file)
+    files = [f for f in files if f]
+    if not files or Path(files[0]).name != "train.json":
+        raise BundleInputError(
+            "--config_file", f"must start with configs/train.json, got {files}", "list train.json first"
+        )
+    for name in files:
+        if not (ROOT / name).is_file() and not Path(name).is_file():
+            raise BundleInputError(name, "no such config file", "give paths relative to the bundle root")
+    return files
+
+
+def _bundle_run(configs: Sequence[str], flags: Sequence[str]) -> list[str]:
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(list(configs)), *flags]
+
+
+def fold_commands(
+    configs: Sequence[str], dataset_dir: str, output: Path, fold: int, folds: int, flags: Sequence[str], seed: int
+) -> dict[str, list[str]]:
+    """The training and evaluation commands of one fold (``fold`` -1: the final run on every section, no evaluation)."""
+    run = output / ("final" if fold < 0 else f"fold{fold}")
+    split = ["--val_fraction", "0"] if fold < 0 else ["--val_fraction", str(1 / folds), "--val_fold", str(fold)]
+    common = ["--dataset_dir", dataset_dir, *split]
+    train = _bundle_run(configs, [*common, "--output_dir", str(run), "--model_dir", str(run), "--val_interval",
+                                  "1000000", "--save_interval", "0", "--seed", str(seed), *flags])  # fmt: skip
+    if fold < 0:
+        return {"train": train}
+    evaluate = _bundle_run([*configs, "configs/evaluate.json"], [*common, "--subset", "validation", "--ckpt_path",
+                           str(run / "model_final.pt"), "--output_dir", str(output / f"eval{fold}"), *flags])  # fmt: skip
+    return {"train": train, "evaluate": evaluate}
+
+
+def _run(command: list[str], log: Path) -> float:
+    """Run ``command`` from the bundle root with its output in ``log``; seconds it took. Raises naming the log."""
+    start = time.perf_counter()
+    with open(log, "w") as stream:
+        code = subprocess.run(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT).returncode
+    if code != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise RuntimeError(f"{shlex.join(command)} failed (exit {code}); see {log}:\n" + "\n".join(tail))
+    return time.perf_counter() - start
+
+
+def _complete(evaluation: Path) -> bool:
+    return (evaluation / "metrics.csv").is_file()
+
+
+def cross_validate(
+    output: str,
+    dataset_dir: str,
+    folds: int = 5,
+    parallel: int = 1,
+    config_file: str | Sequence[str] = "configs/train.json",
+    overrides: str | Sequence[str] = "",
+    final: bool = False,
+    baseline: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Run the cross-validation described in the module docstring; returns (and writes to
+    ``<output>/cross_validation.json``) the commands, seconds per run, the pooled scores and, with ``baseline``
+    (evaluation folders, e.g. ``'runs/cv/b0/eval*'``), the paired comparison with them."""
+    from scripts.evaluation import compare_pooled, pooled_scores
+    from scripts.settings import integer
+
+    folds, parallel = integer(folds, "folds", 2, 100), integer(parallel, "parallel", 1, 64)
+    configs, flags = config_list(config_file), recipe_flags(overrides)
+    out = Path(output).resolve()
+    logs = out / "logs"  # apart from the runs, so that a glob such as <output>/eval* names evaluations only
+    logs.mkdir(parents=True, exist_ok=True)
+    runs = list(range(folds)) + ([-1] if final else [])
+    commands = {k: fold_commands(configs, str(dataset_dir), out, k, folds, flags, seed) for k in runs}
+
+    def one(fold: int) -> dict[str, float]:
+        name = "final" if fold < 0 else f"fold{fold}"
+        done = (out / name / "model_final.pt").is_file() if fold < 0 else _complete(out / f"eval{fold}")
+        if done:
+            return {}
+        seconds = {"train": _run(commands[fold]["train"], logs / f"{name}.log")}
+        if fold >= 0:
+            seconds["evaluate"] = _run(commands[fold]["evaluate"], logs / f"eval{fold}.log")
+        return seconds
+
+    record = out / "cross_validation.json"
+    earlier = json.loads(record.read_text()).get("seconds", {}) if record.is_file() else {}
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        seconds = {str(k): s or earlier.get(str(k), {}) for k, s in zip(runs, pool.map(one, runs))}
+    evaluations = [out / f"eval{k}" for k in range(folds)]
+    report: dict[str, Any] = {
+        "commands": {str(k): {stage: shlex.join(c) for stage, c in commands[k].items()} for k in runs},
+        "seconds": seconds,  # of the runs of earlier calls too, for the runs a resumed call skipped
+        "pooled": pooled_scores(evaluations),
+    }
+    if baseline:
+        from bundle.cli import _folders
+
+        report["against_baseline"] = compare_pooled(evaluations, _folders(baseline))
+    record.write_text(json.dumps(report, indent=2, default=str))
+    return report

@@ -1,0 +1,50 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""``python -m bundle cross_validate``: every section held out once, final checkpoints scored and pooled, the final
+run on every section, a rerun that skips what is done, and recipe flags that cannot break the protocol."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from bundle.cross_validation import config_list, cross_validate, recipe_flags
+from conftest import TINY
+from scripts.errors import BundleInputError
+
+RECIPE = f"--features '{TINY}' --patch_size '[64,64]' --epochs 1 --samples_per_section 2 --batch_size 2"
+
+
+def test_recipe_cannot_override_the_split_or_the_output():
+    assert recipe_flags("--context_sections 1 --epochs 2") == ["--context_sections", "1", "--epochs", "2"]
+    for owned in ("--val_fold 3", "--ckpt_path m.pt", "--output_dir=x", "--dataset_dir d"):
+        with pytest.raises(BundleInputError, match="cross_validate sets"):
+            recipe_flags(owned)
+    assert config_list("configs/train.json, configs/loss_border.json") == [
+        "configs/train.json",
+        "configs/loss_border.json",
+    ]
+    with pytest.raises(BundleInputError, match="must start with configs/train.json"):
+        config_list("configs/loss_border.json,configs/train.json")
+    with pytest.raises(BundleInputError, match="no such config file"):
+        config_list("configs/train.json,configs/nope.json")
+
+
+def test_two_folds_pool_every_section_and_a_rerun_skips_them(labelled_dir: Path, tmp_path: Path):
+    out = tmp_path / "cv"
+    report = cross_validate(str(out), str(labelled_dir), folds=2, overrides=RECIPE, final=True)
+    assert report["pooled"]["sections"] == 5  # 3 + 2 held-out sections: each of the 5 once
+    assert [e["sections"] for e in report["pooled"]["per_evaluation"]] == [3, 2]
+    assert 0 < report["pooled"]["v_rand"] <= 1
+    assert (out / "final" / "model_final.pt").is_file() and (out / "cross_validation.json").is_file()
+    assert "--val_fraction 0 " in report["commands"]["-1"]["train"]
+    assert "--val_fold 1" in report["commands"]["1"]["evaluate"]
+    assert (
+        "eval1" in report["commands"]["1"]["evaluate"] and "fold1/model_final.pt" in report["commands"]["1"]["evaluate"]
+    )
+    scored = (out / "eval0" / "metrics.csv").stat().st_mtime_ns
+    again = cross_validate(
+        str(out), str(labelled_dir), folds=2, overrides=RECIPE, final=True, baseline=str(out / "eval*")
+    )
+    assert (out / "eval0" / "metrics.csv").stat().st_mtime_ns == scored  # not trained or scored again
+    assert again["seconds"] == report["seconds"] and again["pooled"]["v_rand"] == report["pooled"]["v_rand"]
+    assert again["against_baseline"]["difference"]["v_rand"] == 0
