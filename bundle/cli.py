@@ -218,7 +218,7 @@ def cross_validate(
 ) -> dict:
     """A recipe's k-fold cross-validation in one command: each fold trains on all but one contiguous block of
     sections (final checkpoint) and is scored on it, then the held-out sections are pooled; e.g.
-    ``python -m bundle cross_validate runs/cv/ctx1 --overrides "--context_sections 1"``. ``--config_file`` is
+    ``python -m bundle cross_validate runs/cv/ctx1 --overrides="--context_sections 1"`` (with =). ``--config_file`` is
     train.json then the recipe's override files (comma-separated); ``--overrides`` the recipe's flags, given to
     training and evaluation alike; ``--parallel`` folds at once (1 on a CPU, 5 on one GPU); ``--final true`` also
     trains on every section (``<output>/final/model_final.pt``); ``--baseline 'runs/cv/b0/eval*'`` adds a paired

@@ -43,6 +43,8 @@ def recipe_flags(overrides: str | Sequence[str]) -> list[str]:
     """The recipe's extra flags (a shell-quoted string or a list), refused if they set a flag this command owns."""
     from scripts.errors import BundleInputError
 
+    if isinstance(overrides, bool):  # fire reads a value that starts with -- as a flag of its own
+        raise BundleInputError("--overrides", "got no value", 'join it with =: --overrides="--epochs 128"')
     flags = shlex.split(overrides) if isinstance(overrides, str) else [str(f) for f in overrides]
     for flag in flags:
         if flag.split("=")[0] in OWNED_FLAGS:

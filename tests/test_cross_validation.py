@@ -16,6 +16,8 @@ RECIPE = f"--features '{TINY}' --patch_size '[64,64]' --epochs 1 --samples_per_s
 
 def test_recipe_cannot_override_the_split_or_the_output():
     assert recipe_flags("--context_sections 1 --epochs 2") == ["--context_sections", "1", "--epochs", "2"]
+    with pytest.raises(BundleInputError, match="join it with ="):
+        recipe_flags(True)  # what fire passes for --overrides "--epochs 2", a value it takes for a flag
     for owned in ("--val_fold 3", "--ckpt_path m.pt", "--output_dir=x", "--dataset_dir d"):
         with pytest.raises(BundleInputError, match="cross_validate sets"):
             recipe_flags(owned)
