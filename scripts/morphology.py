@@ -130,10 +130,10 @@ def _number_regions(section: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, table[section]
 
 
-def section_rows_2d(section: np.ndarray, pixel: float | None = None) -> list[dict]:
-    """The 2D rows (all columns but ``slice``) of one ``(Y, X)`` label section, in label order: the values of
-    ``skimage.measure.regionprops`` (area, equivalent_diameter_area, perimeter, eccentricity, solidity, centroid),
-    computed for all cells at once instead of one region at a time."""
+def section_rows_2d(section: np.ndarray) -> list[dict]:
+    """The 2D rows of one ``(Y, X)`` label section, in label order, without ``slice`` and ``area_phys`` (see
+    :func:`stack_rows`): the values of ``skimage.measure.regionprops`` (area, equivalent_diameter_area, perimeter,
+    eccentricity, solidity, centroid), computed for all cells at once instead of one region at a time."""
     ids, index = _number_regions(section)
     count = len(ids)
     if count == 0:
@@ -160,7 +160,7 @@ def section_rows_2d(section: np.ndarray, pixel: float | None = None) -> list[dic
         small, large = eigenvalues[i]
         rows.append(
             {
-                "id": int(ids[i]), "area_px": int(size), "area_phys": size * pixel if pixel else "",
+                "id": int(ids[i]), "area_px": int(size),
                 "equivalent_diameter_px": float((4 * size / pi) ** (1 / 2)),
                 "perimeter_px": float(perimeters[i] @ _PERIMETER_WEIGHTS),
                 "eccentricity": float(sqrt(1 - small / large)) if large != 0 else 0.0,
@@ -169,6 +169,20 @@ def section_rows_2d(section: np.ndarray, pixel: float | None = None) -> list[dic
             }  # fmt: skip
         )
     return rows
+
+
+def stack_rows(
+    section_rows: Sequence[list[dict]], offsets: Sequence[int], spacing: Sequence[float] | None = None
+) -> list[dict]:
+    """The 2D table of a stack from the :func:`section_rows_2d` of each section: ids shifted by the section's
+    offset (see ``scripts.instances.stack_sections``), ``slice`` = section index, ``area_phys`` from the ``(z, y, x)``
+    ``spacing`` (empty when it is unknown)."""
+    pixel = float(spacing[1] * spacing[2]) if spacing else None
+    return [
+        {**row, "id": row["id"] + offset, "slice": z, "area_phys": np.float64(row["area_px"]) * pixel if pixel else ""}
+        for z, (rows, offset) in enumerate(zip(section_rows, offsets))
+        for row in rows
+    ]
 
 
 def _surface_area(mask: np.ndarray) -> float:
@@ -189,8 +203,8 @@ def cell_table(labels: np.ndarray, mode: str = "2d", spacing: Sequence[float] | 
     Returns:
         One dict per cell with the keys of ``COLUMNS_2D`` or ``COLUMNS_3D``.
     """
-    rows: list[dict] = []
     if mode == "3d":
+        rows = []
         voxel = float(np.prod(spacing)) if spacing else None
         for r in regionprops(labels):
             inertia = np.sort(np.abs(r.inertia_tensor_eigvals))
@@ -207,10 +221,7 @@ def cell_table(labels: np.ndarray, mode: str = "2d", spacing: Sequence[float] | 
                 }  # fmt: skip
             )
         return rows
-    pixel = float(spacing[1] * spacing[2]) if spacing else None
-    for z, section_rows in enumerate(map_sections(lambda section: section_rows_2d(section, pixel), labels)):
-        rows += [{**row, "slice": z} for row in section_rows]
-    return rows
+    return stack_rows(map_sections(section_rows_2d, labels), [0] * len(labels), spacing)
 
 
 def write_cell_table(path: str, rows: list[dict], mode: str = "2d") -> None:
