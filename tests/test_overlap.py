@@ -68,7 +68,8 @@ def test_overlapped_job_writes_the_serial_files_byte_for_byte(
     monkeypatch.setattr(scripts.writers, "write_cell_table", spy_write_table)
     outputs = {}
     for workers in (0, 1, 2):
-        streamed.clear(), writers.clear()
+        streamed.clear()
+        writers.clear()
         run_workflow(
             "inference.json", dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / f"out{workers}"),
             ckpt_path=str(random_checkpoint), features=TINY, roi_size=[64, 64], sw_batch_size=2,
