@@ -64,7 +64,7 @@ class BackgroundJobs:
         self._pool, self._files = None, []
 
     def _finish(self, files: list[tuple[str, Future]]) -> None:
-        for name, future in files:
+        for name, future in list(files):  # a copy: finished files leave self._files
             self._files.remove((name, future))
             try:
                 future.result()
