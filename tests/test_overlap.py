@@ -34,16 +34,20 @@ def test_inference_by_sections_is_one_call_on_the_stack_bit_for_bit() -> None:
     assert [s for s, _ in seen] == [0, 2, 4] and torch.equal(torch.cat([p for _, p in seen], dim=2), whole)
 
 
+#: a "network" that calls dark pixels membrane: logits 10 - 20 x on the normalized image, so the cells are those of
+#: the synthetic EM image (a random FusionNet gives one cell per section)
+DARK_IS_MEMBRANE = {"_target_": "torch.nn.Conv2d", "in_channels": 1, "out_channels": 1, "kernel_size": 1}
+
+
 @pytest.fixture()
-def random_checkpoint(tmp_path: Path) -> Path:
-    torch.manual_seed(1)
-    path = tmp_path / "random.pt"
-    torch.save(FusionNet(features=TINY).state_dict(), path)
+def dark_is_membrane(tmp_path: Path) -> Path:
+    path = tmp_path / "dark.pt"
+    torch.save({"weight": torch.full((1, 1, 1, 1), -20.0), "bias": torch.full((1,), 10.0)}, path)
     return path
 
 
 def test_overlapped_job_writes_the_serial_files_byte_for_byte(
-    random_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    dark_is_membrane: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """inference.json with postprocess_workers 0 (serial) and 1, 2 (background): every output file is identical;
     in the background runs the cells of each section start from the inferer and the files are written off the
@@ -72,8 +76,8 @@ def test_overlapped_job_writes_the_serial_files_byte_for_byte(
         writers.clear()
         run_workflow(
             "inference.json", dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / f"out{workers}"),
-            ckpt_path=str(random_checkpoint), features=TINY, roi_size=[64, 64], sw_batch_size=2,
-            postprocess_workers=workers, seed_threshold=0.6,
+            ckpt_path=str(dark_is_membrane), network_def=DARK_IS_MEMBRANE, roi_size=[64, 64], sw_batch_size=2,
+            postprocess_workers=workers,
         )  # fmt: skip
         outputs[workers] = {p.name: p.read_bytes() for p in sorted((tmp_path / f"out{workers}").iterdir())}
         on_threads = [name.startswith("postprocess") for name in writers]
