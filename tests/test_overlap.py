@@ -89,6 +89,15 @@ def test_overlapped_job_writes_the_serial_files_byte_for_byte(
     assert not list(tmp_path.glob("out*/.*.part"))
 
 
+def test_auto_workers_are_serial_on_the_cpu() -> None:
+    from scripts.background import worker_count
+    from scripts.errors import BundleInputError
+
+    assert worker_count("auto", "cpu") == 0 and worker_count(3, "cpu") == 3
+    with pytest.raises(BundleInputError, match="postprocess_workers"):
+        worker_count(-1)
+
+
 def _item(tmp_path: Path, name: str) -> dict:
     prob = np.where(make_em_stack((2, 48, 48), seed=5)[1] == 0, 0.9, 0.1).astype(np.float32)[None]
     return {
