@@ -48,7 +48,7 @@ def check_override_keys(config_file: str | list[str], overrides: dict[str, Any])
 
 
 #: overrides that name files or folders: fire may have parsed them as numbers or tuples
-PATH_KEYS = ("dataset_dir", "output_dir", "ckpt_path", "bundle_root")
+PATH_KEYS = ("dataset_dir", "output_dir", "ckpt_path", "model_dir", "bundle_root")
 
 
 def _run_workflow(config: str | list[str], overrides: dict[str, Any]) -> None:
@@ -70,13 +70,19 @@ def _run_workflow(config: str | list[str], overrides: dict[str, Any]) -> None:
 def infer(**overrides: Any) -> None:
     """Segment every image in --dataset_dir (default: the shipped sample) into --output_dir (default runs/inference).
 
-    Writes <stem>_prob.tif (membrane probability), <stem>_seg.tif (cells) and <stem>_cells.csv per image.
+    Writes <stem>_prob.tif (membrane probability), <stem>_seg.tif (cells) and <stem>_cells.csv per image
+    (--output_format h5, zarr or nii.gz for other formats; NIfTI and zarr inputs give NIfTI and OME-Zarr results).
     """
     _run_workflow("inference.json", overrides)
 
 
 def train(**overrides: Any) -> None:
-    """Train FusionNet on a labelled --dataset_dir (configs/train.json); the best model goes to <output_dir>/model.pt."""
+    """Train FusionNet on a labelled --dataset_dir (configs/train.json); the best model replaces models/model.pt.
+
+    As in model-zoo bundles, models/model.pt (best validation V_rand) and models/model_final.pt are what inference
+    and evaluation then load; --model_dir elsewhere keeps models/ as it is. Logs and full checkpoints go to
+    --output_dir (default runs/train).
+    """
     _run_workflow("train.json", overrides)
 
 
@@ -275,6 +281,21 @@ def benchmark_streaming(sections: int = 20, size: int = 1024, json: bool = False
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_streaming(report)
 
 
+def benchmark_dask(sections: int = 64, size: int = 1024, memory_limit: str = "1GB", json: bool = False) -> str:
+    """Blockwise inference (configs/inference_dask.json) of a generated zarr volume larger than a worker's memory
+    limit, on LocalClusters of 1 and 2 workers: seconds, peak memory per worker and the scaling efficiency."""
+    import json as json_module
+
+    from bundle.benchmark_dask import format_dask, run_dask_benchmark
+    from scripts.errors import as_bool
+    from scripts.settings import integer
+
+    report = run_dask_benchmark(
+        integer(sections, "sections", 1, 64), integer(size, "size", 16, 1024), memory_limit=str(memory_limit)
+    )
+    return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_dask(report)
+
+
 COMMANDS = {
     "infer": infer,
     "train": train,
@@ -286,6 +307,7 @@ COMMANDS = {
     "benchmark_job": benchmark_job,
     "benchmark_scoring": benchmark_scoring,
     "benchmark_streaming": benchmark_streaming,
+    "benchmark_dask": benchmark_dask,
     "make_sample": make_sample,
     "make_datalist": make_datalist,
     "verify": verify,

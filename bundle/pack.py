@@ -98,7 +98,10 @@ def bundle_files(bundle_root: str | os.PathLike, tracked_only: bool = True) -> l
         if not (root / required).is_file():
             fix = f"restore {required}"
             if required.startswith("models/"):
-                fix = "restore it (git checkout -- models/model.pt) or train one and copy <output_dir>/model.pt there"
+                fix = (
+                    "restore it (git checkout -- models/model.pt) or train one with configs/train.json, which writes "
+                    "models/model.pt"
+                )
             raise BundleInputError(root / required, "required in a release but missing", fix)
     tracked = git_tracked(root) if tracked_only else None
     if tracked is not None:

@@ -19,9 +19,8 @@ label files that ``--dataset_dir`` reads (0 = membrane, 255 = cell).
   ``validate#dataset#data`` with ``[{"image": path, "label": path}, ...]`` from its datastore; those pairs are read,
   their masks converted to the labels of ``target`` and split into sections. Items already in memory (what
   ``scripts.data.split_labelled`` makes from ``--dataset_dir``) pass through unchanged.
-- ``train.json``'s ``model_dir`` (:func:`model_dir`) is ``<bundle>/models`` when a MONAI Label server runs the
-  bundle from its app folder, so the trained ``model.pt`` / ``model_final.pt`` replace the ones it serves;
-  elsewhere it is ``ckpt_dir``, as before.
+- ``train.json`` writes ``model.pt`` / ``model_final.pt`` to ``<bundle_root>/models`` (``model_dir``), as every
+  model-zoo bundle does, so they replace the ones the MONAI Label server's inference task loads.
 """
 
 from __future__ import annotations
@@ -36,11 +35,10 @@ from monai.config import KeysCollection
 from monai.data import Dataset
 from monai.transforms import MapTransform
 
+from .data import with_neighbours
 from .errors import BundleInputError
 from .io import read_stack
 from .transforms import TARGETS
-
-APP_DIR_ENV = "MONAI_LABEL_APP_DIR"  # set by ``monailabel start_server`` and inherited by its training processes
 
 
 class ToLabelMaskd(MapTransform):
@@ -74,23 +72,6 @@ class ToLabelMaskd(MapTransform):
         return d
 
 
-def in_monailabel_app(bundle_root: str | os.PathLike) -> bool:
-    """Whether a MONAI Label server runs this bundle from its app: ``bundle_root`` is ``<app>/model/<name>`` and
-    ``MONAI_LABEL_APP_DIR`` (which ``monailabel start_server`` exports) is ``<app>``. Symlinks are not resolved, so a
-    bundle folder that links elsewhere still counts by where MONAI Label sees it."""
-    app_dir = os.environ.get(APP_DIR_ENV)
-    if not app_dir:
-        return False
-    return Path(os.path.abspath(bundle_root)).parent == Path(os.path.abspath(app_dir)) / "model"
-
-
-def model_dir(ckpt_dir: str, bundle_root: str | os.PathLike) -> str:
-    """Where train.json's ``CheckpointSaver`` handlers write ``model.pt`` (best validation V_rand) and
-    ``model_final.pt``: ``<bundle_root>/models`` under a MONAI Label server (see :func:`in_monailabel_app`), where
-    its inference task loads them from, otherwise ``ckpt_dir``."""
-    return os.path.join(str(bundle_root), "models") if in_monailabel_app(bundle_root) else str(ckpt_dir)
-
-
 def labels_from_mask(mask: np.ndarray, target: str, path: str) -> np.ndarray:
     """The labels of ``target``'s convention (see ``scripts.transforms.MakeTargetd``) for a MONAI Label mask whose
     nonzero pixels are that target (membrane or object): "membrane" -> ISBI labels (0 = membrane, 1 = the rest);
@@ -108,12 +89,15 @@ def labels_from_mask(mask: np.ndarray, target: str, path: str) -> np.ndarray:
     return (mask != 0).astype(np.uint8)
 
 
-def read_annotated(pair: Mapping[str, str], target: str = "membrane", spatial_dims: int = 2) -> list[dict]:
+def read_annotated(
+    pair: Mapping[str, str], target: str = "membrane", spatial_dims: int = 2, context_sections: int = 0
+) -> list[dict]:
     """Read one ``{"image": path, "label": path}`` pair of MONAI Label's datalist as training items.
 
     The label is a MONAI Label mask (nonzero = membrane, or object for target "foreground"), converted by
-    :func:`labels_from_mask`. A 2D network (``spatial_dims`` 2) gets one item per section, ``{"image": (1, Y, X),
-    "label": (1, Y, X), "name": "file.tif[z]"}``; a 3D network one item with the whole ``(1, Z, Y, X)`` volume.
+    :func:`labels_from_mask`. A 2D network (``spatial_dims`` 2) gets one item per section, ``{"image": (C, Y, X),
+    "label": (1, Y, X), "name": "file.tif[z]"}`` (``C = 2 * context_sections + 1``: the section and its neighbours,
+    see ``scripts.data.with_neighbours``); a 3D network one item with the whole ``(1, Z, Y, X)`` volume.
     Raises ``BundleInputError`` for unreadable files or an image and label of different shapes.
     """
     image_path, label_path = str(pair["image"]), str(pair["label"])
@@ -129,7 +113,8 @@ def read_annotated(pair: Mapping[str, str], target: str = "membrane", spatial_di
     name = Path(image_path).name
     if spatial_dims == 3:
         return [{"image": image[None], "label": label[None], "name": f"{name}[0:{image.shape[0]}]"}]
-    return [{"image": image[z][None], "label": label[z][None], "name": f"{name}[{z}]"} for z in range(image.shape[0])]
+    image = with_neighbours(image, context_sections)
+    return [{"image": image[z], "label": label[z][None], "name": f"{name}[{z}]"} for z in range(image.shape[0])]
 
 
 def _is_file_pair(item: object) -> bool:
@@ -150,12 +135,19 @@ class AnnotatedDataset(Dataset):
         transform: the transform applied to every item when it is fetched.
         target: what the network learns (see ``scripts.transforms.MakeTargetd``).
         spatial_dims: 2 (items are sections) or 3 (items are volumes).
+        context_sections: neighbouring sections on each side given to a 2D network as extra channels.
     """
 
     def __init__(
-        self, data: Sequence, transform: Callable | None = None, target: str = "membrane", spatial_dims: int = 2
+        self,
+        data: Sequence,
+        transform: Callable | None = None,
+        target: str = "membrane",
+        spatial_dims: int = 2,
+        context_sections: int = 0,
     ) -> None:
         items: list = []
         for item in data:
-            items.extend(read_annotated(item, target, spatial_dims) if _is_file_pair(item) else [item])
+            pair = _is_file_pair(item)
+            items.extend(read_annotated(item, target, spatial_dims, context_sections) if pair else [item])
         super().__init__(items, transform)

@@ -1,5 +1,8 @@
 # Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
-"""Loading trained weights into a network with errors that say what to change."""
+"""Loading trained weights into a network with errors that say what to change.
+
+inference.json and evaluate.json load ``ckpt_path`` (default ``models/model.pt``, where train.json writes its best
+model) the model zoo's way: a :class:`CheckpointLoader` handler called in ``initialize``."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import pickle
 import zipfile
 
 import torch
+from monai.handlers import CheckpointLoader as MonaiCheckpointLoader
 from torch import nn
 
 from .errors import BundleInputError
@@ -19,7 +23,10 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     path = str(path)
     if not os.path.isfile(path):
         raise BundleInputError(
-            path, "model weights not found", "train one with configs/train.json or pass --ckpt_path to a model.pt"
+            path,
+            "model weights not found",
+            "train one with configs/train.json (it writes models/model.pt), pass --ckpt_path to a model.pt, or get the "
+            "shipped weights back with python -m monai.bundle download_large_files --bundle_path .",
         )
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
@@ -113,6 +120,18 @@ def mismatch_hint(state: dict[str, torch.Tensor], network: nn.Module) -> tuple[s
     if features != wanted_features:
         problem = f"was trained with features {features}, but network_def has {wanted_features}"
         return problem, f'pass --features "{features}" (the width it was trained with)'
+    channels, wanted_channels = _input_channels(state), _input_channels(network.state_dict())
+    if channels != wanted_channels:
+        problem = f"takes {channels} input channel(s), but network_def takes {wanted_channels}"
+        return problem, f"pass --context_sections {(channels - 1) // 2} (the neighbouring sections it was trained with)"
+    return None
+
+
+def _input_channels(state: dict[str, torch.Tensor]) -> int | None:
+    """Input channels of a FusionNet or BasicUNet state dict (2.5D networks take neighbouring sections too)."""
+    for key in ("encoders.0.conv_in.conv.weight", _BASICUNET_KEYS[0]):
+        if key in state:
+            return int(state[key].shape[1])
     return None
 
 
@@ -145,25 +164,55 @@ def is_torchscript(path: str | os.PathLike) -> bool:
     return any(n.endswith("/constants.pkl") for n in names) and any("/code/" in n for n in names)
 
 
-def load_network(network: nn.Module, path: str | os.PathLike) -> nn.Module:
+def runnable_network(network: nn.Module, path: str | os.PathLike) -> nn.Module:
     """The network inference runs: the TorchScript module in ``path`` if it is one (e.g. ``models/model.ts``),
-    otherwise ``network`` with the weights in ``path`` loaded (:func:`load_weights`).
+    otherwise ``network`` itself (``network_def``, whose weights :class:`CheckpointLoader` loads).
 
-    A TorchScript module carries its own architecture and weights, so ``network`` (``network_def``) is then unused.
+    A TorchScript module carries its own architecture and weights, so ``network`` is then unused; one of the other
+    dimensionality is refused here, as it would otherwise fail on the first window with a TorchScript traceback.
     """
     path = path_setting(path, "ckpt_path")
     if not is_torchscript(path):
-        return load_weights(network, path)
+        return network
     try:
         module = torch.jit.load(str(path), map_location="cpu")
     except RuntimeError as e:
         first = str(e).strip().splitlines()[0][:300]
         fix = "re-export it with python -m monai.bundle ckpt_export"
         raise BundleInputError(path, f"is not a loadable TorchScript module ({first})", fix) from None
-    # a TorchScript module brings its own architecture: one of the other dimensionality would fail on the first
-    # window with a TorchScript traceback
     dims = next((p.ndim - 2 for p in module.parameters() if p.ndim in (4, 5)), None)
     wanted = getattr(network, "spatial_dims", None)
     if dims and wanted and dims != wanted:
         raise BundleInputError(path, *dims_hint(dims, wanted))
     return module
+
+
+class CheckpointLoader(MonaiCheckpointLoader):
+    """MONAI's ``CheckpointLoader``, as model-zoo bundles list it in ``initialize``, with this bundle's checks: a
+    missing, unreadable or mismatched checkpoint stops with a ``BundleInputError`` that names the fix
+    (:func:`load_weights`: another width, architecture or dimensionality), and a TorchScript ``load_path`` is left to
+    :func:`runnable_network`, which runs it in place of ``network_def``.
+
+    inference.json and evaluate.json load into ``network_def`` in ``initialize`` (``"$@checkpointloader()"``),
+    before ``network`` is built from it: ``network`` folds the batch norms into the convolutions, which changes the
+    state dict's keys, so the weights must be in first. That is why no engine is passed: the zoo's
+    ``$@checkpointloader(@evaluator)`` would build the evaluator, and fold the network, before loading. Attached to
+    an engine (``attach``) it loads when the engine starts, as MONAI's does.
+
+    Args:
+        load_path: a ``model.pt`` state dict (plain, or under a "model" key), or a TorchScript file.
+        load_dict: ``{"model": network}``: the network(s) that receive the weights.
+        name: the logger's name; None: the engine's logger, or the root logger without an engine.
+    """
+
+    def __init__(self, load_path: str | os.PathLike, load_dict: dict[str, nn.Module], name: str | None = None) -> None:
+        super().__init__(load_path=load_path, load_dict=load_dict, name=name)
+
+    def __call__(self, engine: object = None) -> None:
+        path = path_setting(self.load_path, "ckpt_path")
+        if is_torchscript(path):
+            self.logger.info(f"{path} is a TorchScript module: it runs in place of network_def")
+            return
+        for network in self.load_dict.values():
+            load_weights(network, path)
+        self.logger.info(f"Restored all variables from {path}")

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import BundleInputError
-from .io import image_stem, image_suffix, read_stack, require_volume
+from .io import ZARR_SUFFIXES, image_stem, image_suffix, is_zarr, read_stack, require_volume
 from .outputs import RESULT_KINDS, atomic_path, is_result_stem
 from .settings import integer, path_setting
 
@@ -41,8 +41,15 @@ def _check_folder(dataset_dir: str | os.PathLike) -> Path:
     return folder
 
 
+def _is_image(path: Path) -> bool:
+    """An image input: a file with an image suffix, or a ``*.zarr`` folder (one volume, never its chunk files)."""
+    if path.name.startswith(".") or not image_suffix(path):
+        return False
+    return path.is_dir() and is_zarr(path) if image_suffix(path) in ZARR_SUFFIXES else path.is_file()
+
+
 def _images_in(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_file() and image_suffix(p) and not p.name.startswith("."))
+    return sorted(p for p in folder.iterdir() if _is_image(p))
 
 
 def _same_folder(a: Path, b: Path) -> bool:
@@ -72,14 +79,15 @@ def check_result_names(images: list[str]) -> None:
 def find_images(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> list[str]:
     """All images to segment in ``dataset_dir``: its ``images/`` subfolder if present, else the folder itself.
 
-    ISBI-style label files (``*-labels.*``) and results of an earlier run (``*_prob.*``, ``*_seg.*``,
+    A ``*.zarr`` folder (zarr or OME-Zarr) is one image, and a zarr folder given as ``dataset_dir`` is taken as
+    the one image. ISBI-style label files (``*-labels.*``) and results of an earlier run (``*_prob.*``, ``*_seg.*``,
     ``*_overlay.png``, ``*_morphology.png``) are skipped; a single image file is taken as it is. Raises
     ``BundleInputError`` if there are none, if two images would write the same result files
     (:func:`check_result_names`), or if ``output_dir`` is the folder the images are read from.
     """
     dataset_dir = path_setting(dataset_dir, "dataset_dir")
-    if Path(dataset_dir).is_file() and image_suffix(dataset_dir):
-        return [str(dataset_dir)]
+    if Path(dataset_dir).is_file() and image_suffix(dataset_dir) or Path(dataset_dir).is_dir() and is_zarr(dataset_dir):
+        return [str(dataset_dir)]  # one image file, or one zarr volume (its folder)
     folder = _check_folder(dataset_dir)
     source = folder / "images" if (folder / "images").is_dir() else folder
     out = None if output_dir is None else path_setting(output_dir, "output_dir")
@@ -102,7 +110,9 @@ def find_images(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike | 
                        len(results), names, kinds)  # fmt: skip
     if not images:
         raise BundleInputError(
-            source, "no images found", "put .tif/.tiff/.nii.gz/.mha/.png images in it, or pass another --dataset_dir"
+            source,
+            "no images found",
+            "put .tif/.tiff/.h5/.nii.gz/.zarr/.mha/.png images in it, or pass another --dataset_dir",
         )
     check_result_names(images)
     return images
@@ -237,12 +247,42 @@ def _check_volume(pair: dict[str, str], image: np.ndarray) -> None:
     require_volume(pair["image"], image.shape, fix)
 
 
-def _sections(pairs: list[dict[str, str]], target: str) -> list[dict]:
+def input_channels(context_sections: int, spatial_dims: int = 2) -> int:
+    """The network's input channels: the section and ``context_sections`` neighbours on each side (2D networks);
+    ``BundleInputError`` for a negative count, or any context for a 3D network, which sees its neighbours itself."""
+    context = integer(context_sections, "context_sections", 0, 1)
+    if context and spatial_dims != 2:
+        raise BundleInputError(
+            "context_sections", "is for 2D networks; a 3D network sees the neighbouring sections itself", "pass 0"
+        )
+    return 2 * context + 1
+
+
+def with_neighbours(stack: np.ndarray, context_sections: int) -> np.ndarray:
+    """Each section with its ``context_sections`` neighbours on either side as channels (2.5D input).
+
+    Args:
+        stack: sections, shape ``(Z, Y, X)``.
+        context_sections: neighbours taken on each side; 0 gives ``stack[:, None]``.
+
+    Returns:
+        ``(Z, 2 * context_sections + 1, Y, X)``, channel ``context_sections`` being the section itself and the
+        channels before/after it the sections above/below. Beyond the first and last section the edge section is
+        repeated, so a lone 2D image becomes copies of itself.
+    """
+    context = integer(context_sections, "context_sections", 0, 1)
+    offsets = np.arange(-context, context + 1)
+    index = np.clip(np.arange(stack.shape[0])[:, None] + offsets[None], 0, stack.shape[0] - 1)
+    return stack[index]
+
+
+def _sections(pairs: list[dict[str, str]], target: str, context_sections: int = 0) -> list[dict]:
     items = []
     for pair in pairs:
         image, label = _read_pair(pair, target)
+        image = with_neighbours(image, context_sections)
         for z in range(image.shape[0]):
-            items.append({"image": image[z][None], "label": label[z][None], "name": f"{Path(pair['image']).name}[{z}]"})
+            items.append({"image": image[z], "label": label[z][None], "name": f"{Path(pair['image']).name}[{z}]"})
     return items
 
 
@@ -278,11 +318,17 @@ def held_out_block(n_sections: int, val_fraction: float = 0.2, val_fold: int = -
 
 
 def split_sections(
-    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "membrane", val_fold: int = -1
+    dataset_dir: str | os.PathLike,
+    val_fraction: float = 0.2,
+    target: str = "membrane",
+    val_fold: int = -1,
+    context_sections: int = 0,
 ) -> dict[str, list[dict]]:
     """Read a labelled dataset as 2D sections and hold out a contiguous block of them for validation.
 
-    Each item is ``{"image": (1, Y, X) array, "label": (1, Y, X) array, "name": "file.tif[z]"}``.
+    Each item is ``{"image": (C, Y, X) array, "label": (1, Y, X) array, "name": "file.tif[z]"}``, with ``C = 1``, or
+    ``2 * context_sections + 1`` channels holding the neighbouring sections of the same stack
+    (:func:`with_neighbours`; neighbours come from the whole stack, images only, whichever side they are on).
     Without a "validation" list in a datalist JSON, the sections (in file order, then section order) split into
     blocks of ``ceil(val_fraction * n)`` and :func:`held_out_block` picks the one held out: by default
     (``val_fold`` -1) the last, for one ISBI stack of 20 sections and 0.2 sections 16-19. A contiguous block keeps
@@ -294,13 +340,13 @@ def split_sections(
     """
     _check_fraction(val_fraction)
     pairs = find_labelled_pairs(dataset_dir)
-    training = _sections(pairs["training"], target)
+    training = _sections(pairs["training"], target, context_sections)
     if pairs["validation"]:
         if integer(val_fold, "val_fold", -1, 0) != -1:
             raise BundleInputError(
                 dataset_dir, "names its validation sections, so --val_fold has nothing to choose", "drop --val_fold"
             )
-        return {"training": training, "validation": _sections(pairs["validation"], target)}
+        return {"training": training, "validation": _sections(pairs["validation"], target, context_sections)}
     block = held_out_block(len(training), val_fraction, val_fold)
     n_val = block.stop - block.start
     if n_val >= len(training):
@@ -371,15 +417,16 @@ def labelled_items(
     target: str = "membrane",
     spatial_dims: int = 2,
     val_fold: int = -1,
+    context_sections: int = 0,
 ) -> list[dict]:
     """Labelled items to score: 2D sections (``spatial_dims`` 2) or volumes (3); "all" of them, or the
     "training"/"validation" part of :func:`split_sections` / :func:`split_volumes` (``val_fold`` picks the
-    cross-validation fold)."""
+    cross-validation fold; ``context_sections`` as in :func:`split_labelled`)."""
     if subset not in ("all", "training", "validation"):
         raise BundleInputError("subset", f"unknown value {subset!r}", "use all, training or validation")
     if subset == "all":
-        return split_labelled(dataset_dir, 0.0, target, spatial_dims)["training"]
-    return split_labelled(dataset_dir, val_fraction, target, spatial_dims, val_fold)[subset]
+        return split_labelled(dataset_dir, 0.0, target, spatial_dims, -1, context_sections)["training"]
+    return split_labelled(dataset_dir, val_fraction, target, spatial_dims, val_fold, context_sections)[subset]
 
 
 def split_labelled(
@@ -388,10 +435,15 @@ def split_labelled(
     target: str = "membrane",
     spatial_dims: int = 2,
     val_fold: int = -1,
+    context_sections: int = 0,
 ) -> dict[str, list[dict]]:
-    """:func:`split_sections` for a 2D network, :func:`split_volumes` for a 3D one."""
+    """:func:`split_sections` for a 2D network (``context_sections`` neighbours as extra channels), or
+    :func:`split_volumes` for a 3D one (which sees its neighbours already)."""
     if spatial_dims not in (2, 3):
         raise BundleInputError(
             "spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)"
         )
-    return (split_sections if spatial_dims == 2 else split_volumes)(dataset_dir, val_fraction, target, val_fold)
+    input_channels(context_sections, spatial_dims)
+    if spatial_dims == 3:
+        return split_volumes(dataset_dir, val_fraction, target, val_fold)
+    return split_sections(dataset_dir, val_fraction, target, val_fold, context_sections)

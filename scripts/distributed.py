@@ -16,6 +16,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from .io import RESULT_EXTENSIONS
 from .outputs import RESULT_KINDS
 
 __all__ = [
@@ -33,10 +34,10 @@ __all__ = [
 ]
 
 #: The result files inference may write for an image ``<stem>``: ``<stem><suffix>`` (names: ``scripts.outputs``;
-#: NIfTI inputs give NIfTI images).
+#: image formats: ``scripts.io.RESULT_EXTENSIONS``).
 RESULT_SUFFIXES = tuple(
     f"{kind}.{ext}"
-    for kind, extensions in zip(RESULT_KINDS, (("tif", "nii.gz", "nii"),) * 2 + (("csv",), ("png",), ("png",)))
+    for kind, extensions in zip(RESULT_KINDS, (RESULT_EXTENSIONS,) * 2 + (("csv",), ("png",), ("png",)))
     for ext in extensions
 )
 #: Handlers that only log; on ranks other than 0 they would repeat rank 0's lines and files.
@@ -119,7 +120,7 @@ def write_file_report(
             writer.writerow(["image", "rank", "outputs"])
             for i, item in enumerate(datalist):  # shard() gives item i to rank i % world_size
                 stem = image_stem(item["image"])
-                outputs = [stem + s for s in RESULT_SUFFIXES if (Path(output_dir) / (stem + s)).is_file()]
+                outputs = [stem + s for s in RESULT_SUFFIXES if (Path(output_dir) / (stem + s)).exists()]
                 writer.writerow([item["image"], i % world_size(), " ".join(outputs)])
     if world_size() > 1:
         dist.barrier()

@@ -130,10 +130,10 @@ def _number_regions(section: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ids, table[section]
 
 
-def section_rows_2d(section: np.ndarray) -> list[dict]:
-    """The 2D rows of one ``(Y, X)`` label section, in label order, without ``slice`` and ``area_phys`` (see
-    :func:`stack_rows`): the values of ``skimage.measure.regionprops`` (area, equivalent_diameter_area, perimeter,
-    eccentricity, solidity, centroid), computed for all cells at once instead of one region at a time."""
+def section_rows_2d(section: np.ndarray, pixel: float | None = None) -> list[dict]:
+    """The 2D rows (all columns but ``slice``) of one ``(Y, X)`` label section, in label order: the values of
+    ``skimage.measure.regionprops`` (area, equivalent_diameter_area, perimeter, eccentricity, solidity, centroid),
+    computed for all cells at once instead of one region at a time."""
     ids, index = _number_regions(section)
     count = len(ids)
     if count == 0:
@@ -160,7 +160,7 @@ def section_rows_2d(section: np.ndarray) -> list[dict]:
         small, large = eigenvalues[i]
         rows.append(
             {
-                "id": int(ids[i]), "area_px": int(size),
+                "id": int(ids[i]), "area_px": int(size), "area_phys": size * pixel if pixel else "",
                 "equivalent_diameter_px": float((4 * size / pi) ** (1 / 2)),
                 "perimeter_px": float(perimeters[i] @ _PERIMETER_WEIGHTS),
                 "eccentricity": float(sqrt(1 - small / large)) if large != 0 else 0.0,
@@ -169,20 +169,6 @@ def section_rows_2d(section: np.ndarray) -> list[dict]:
             }  # fmt: skip
         )
     return rows
-
-
-def stack_rows(
-    section_rows: Sequence[list[dict]], offsets: Sequence[int], spacing: Sequence[float] | None = None
-) -> list[dict]:
-    """The 2D table of a stack from the :func:`section_rows_2d` of each section: ids shifted by the section's
-    offset (see ``scripts.instances.stack_sections``), ``slice`` = section index, ``area_phys`` from the ``(z, y, x)``
-    ``spacing`` (empty when it is unknown)."""
-    pixel = float(spacing[1] * spacing[2]) if spacing else None
-    return [
-        {**row, "id": row["id"] + offset, "slice": z, "area_phys": np.float64(row["area_px"]) * pixel if pixel else ""}
-        for z, (rows, offset) in enumerate(zip(section_rows, offsets))
-        for row in rows
-    ]
 
 
 def _surface_area(mask: np.ndarray) -> float:
@@ -203,8 +189,8 @@ def cell_table(labels: np.ndarray, mode: str = "2d", spacing: Sequence[float] | 
     Returns:
         One dict per cell with the keys of ``COLUMNS_2D`` or ``COLUMNS_3D``.
     """
+    rows: list[dict] = []
     if mode == "3d":
-        rows = []
         voxel = float(np.prod(spacing)) if spacing else None
         for r in regionprops(labels):
             inertia = np.sort(np.abs(r.inertia_tensor_eigvals))
@@ -221,7 +207,10 @@ def cell_table(labels: np.ndarray, mode: str = "2d", spacing: Sequence[float] | 
                 }  # fmt: skip
             )
         return rows
-    return stack_rows(map_sections(section_rows_2d, labels), [0] * len(labels), spacing)
+    pixel = float(spacing[1] * spacing[2]) if spacing else None
+    for z, section_rows in enumerate(map_sections(lambda section: section_rows_2d(section, pixel), labels)):
+        rows += [{**row, "slice": z} for row in section_rows]
+    return rows
 
 
 def write_cell_table(path: str, rows: list[dict], mode: str = "2d") -> None:
@@ -231,3 +220,40 @@ def write_cell_table(path: str, rows: list[dict], mode: str = "2d") -> None:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(rows)
+
+
+def block_volume_sums(labels: np.ndarray, corner: Sequence[int]) -> dict[str, list]:
+    """What a block adds to the 3D table of :func:`merged_volume_rows`: for each label in the ``(z, y, x)`` block
+    ``labels`` (volume ids, 0 = boundary) whose first voxel is at ``corner`` in the volume, its voxel count and the
+    sum of its voxels' volume coordinates. JSON-serialisable lists under "id", "voxels" and "sums"."""
+    nonzero = labels > 0
+    ids, inverse, voxels = np.unique(labels[nonzero], return_inverse=True, return_counts=True)
+    coordinates = np.nonzero(nonzero)
+    sums = [np.bincount(inverse, weights=c + int(o), minlength=len(ids)) for c, o in zip(coordinates, corner)]
+    return {"id": ids.tolist(), "voxels": voxels.tolist(), "sums": np.stack(sums, axis=1).tolist() if len(ids) else []}
+
+
+def merged_volume_rows(blocks: Sequence[dict[str, list]], spacing: Sequence[float] | None = None) -> list[dict]:
+    """The 3D cell table of a volume segmented block by block, from each block's :func:`block_volume_sums`: the
+    columns of ``COLUMNS_3D`` that add up across blocks (volume, equivalent diameter, centroid), exact for cells
+    that span blocks; the shape columns (surface area, elongation, solidity) need each cell whole and are left
+    empty. One row per cell, by id."""
+    voxels: dict[int, int] = {}
+    sums: dict[int, np.ndarray] = {}
+    for block in blocks:
+        for i, n, s in zip(block["id"], block["voxels"], block["sums"]):
+            voxels[i] = voxels.get(i, 0) + int(n)
+            sums[i] = sums.get(i, 0) + np.asarray(s, dtype=np.float64)
+    voxel = float(np.prod(spacing)) if spacing else None
+    rows = []
+    for i in sorted(voxels):
+        n, centroid = voxels[i], sums[i] / voxels[i]
+        rows.append(
+            {
+                "id": i, "slice": -1, "volume_px": n, "volume_phys": n * voxel if voxel else "",
+                "equivalent_diameter_px": float((6 * n / np.pi) ** (1 / 3)), "surface_area_px": "", "elongation": "",
+                "solidity": "", "centroid_z": float(centroid[0]), "centroid_y": float(centroid[1]),
+                "centroid_x": float(centroid[2]),
+            }  # fmt: skip
+        )
+    return rows

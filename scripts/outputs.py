@@ -14,6 +14,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shutil
 import socket
 import tempfile
 from collections.abc import Iterator
@@ -61,6 +62,11 @@ def _host() -> str:
     return re.sub(r"[^A-Za-z0-9_]", "_", socket.gethostname()) or "host"
 
 
+def temporary_tag() -> str:
+    """``<host>-<pid>``: the part of a temporary's name that tells which machine and process write it."""
+    return f"{_host()}-{os.getpid()}"
+
+
 def _process_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -72,7 +78,8 @@ def _process_alive(pid: int) -> bool:
 
 
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
-    """Remove the temporaries (:func:`atomic_path`) that killed runs on this machine left in ``folder``.
+    """Remove the temporaries (:func:`atomic_path`, and zarr folders being written by ``scripts.io.create_zarr``)
+    that killed runs on this machine left in ``folder``.
 
     A run killed while writing (SIGKILL, power loss) cannot remove its temporary; the next run writing to the
     folder does, here. Only temporaries of this machine whose process is gone are removed, so runs writing to the
@@ -90,7 +97,10 @@ def remove_stale_temporaries(folder: str | os.PathLike) -> list[str]:
         match = _TEMPORARY.match(path.name)
         if match and match["host"] == host and not _process_alive(int(match["pid"])):
             try:
-                path.unlink()
+                if path.is_dir() and not path.is_symlink():  # a zarr folder (scripts.io.create_zarr)
+                    shutil.rmtree(path)
+                else:
+                    path.unlink()
                 removed.append(path.name)
             except OSError:  # removed by another run meanwhile, or not ours to remove: leave it
                 pass
@@ -110,7 +120,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     if not os.access(path.parent, os.W_OK):
         raise BundleInputError(path.parent, "output folder is not writable", "choose a writable --output_dir")
     try:
-        prefix = f".{path.name}.{_host()}-{os.getpid()}."
+        prefix = f".{path.name}.{temporary_tag()}."
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
     except OSError as e:
         problem = f"output folder is not writable ({e.strerror})"

@@ -1,5 +1,5 @@
 # Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
-"""Section-by-section inference for TIFF stacks larger than memory.
+"""Section-by-section inference for stacks larger than memory (TIFF, HDF5, NIfTI, zarr / OME-Zarr).
 
 A 2D network sees one section at a time, and the per-section normalization, sliding window and 2D watershed
 never look across sections, so streaming a stack one section at a time gives exactly the whole-volume result
@@ -26,24 +26,24 @@ from monai.utils import PytorchPadMode, ensure_tuple_rep, look_up_option
 from torch import nn
 from tqdm import tqdm
 
+from .data import input_channels
 from .errors import BundleInputError
 from .inferers import MembraneInferer
-from .instances import seed_options, segment_cells
+from .instances import DEFAULT_SEED_THRESHOLD, seed_options, segment_cells
 from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported for callers of this module)
-    H5Sections,
+    OUTPUT_FORMATS,
+    OpenFileReader,
     TiffSections,
     image_stem,
     open_sections,
     require_volume,
-    write_sections,
+    write_result,
     write_tiff_sections,
 )
 from .morphology import COLUMNS_2D, cell_table
 from .outputs import atomic_path, remove_stale_temporaries, result_path
 from .settings import check_device, choice, output_folder
 from .transforms import TARGETS
-
-OUTPUT_FORMATS = ("tif", "h5")
 
 
 def sliding_window_planes(
@@ -148,12 +148,12 @@ class StreamingSegmenter:
     """``configs/inference_stream.json``: the outputs of ``configs/inference.json``, a few sections at a time, so
     that stacks of any length fit in memory.
 
-    For every stack ``X.tif`` it writes ``X_prob.tif`` (float32 membrane probability), ``X_seg.tif`` (uint32 cells,
-    per-section watershed) and ``X_cells.csv``, identical to whole-volume inference (the overlay plots, which need
-    the whole stack, are not drawn). The probability is written first and segmented in a second pass over it.
-    A 2D network runs one section at a time; a 3D network (``configs/inference_3d.json``) runs on overlapping slabs
-    of sections with the windows and blending of whole-volume inference (:func:`sliding_window_planes`), holding
-    about one window depth of sections.
+    For every stack ``X`` it writes ``X_prob.<ext>`` (float32 membrane probability), ``X_seg.<ext>`` (uint32
+    cells, per-section watershed) and ``X_cells.csv`` with the writer of whole-volume inference, identical to its
+    results (the overlay plots, which need the whole stack, are not drawn). The probability is written first and
+    segmented in a second pass over it. A 2D network runs one section at a time; a 3D network
+    (``configs/inference_3d.json``) runs on overlapping slabs of sections with the windows and blending of
+    whole-volume inference (:func:`sliding_window_planes`), holding about one window depth of sections.
 
     Args:
         network: a 2D or 3D network (eval mode is set here).
@@ -163,8 +163,9 @@ class StreamingSegmenter:
         instance_mode: "2d" or "none" ("3d" needs the whole volume).
         seed_threshold, min_seed_size, seeds, seed_distance: watershed seeds, see ``scripts.instances.segment_cells``.
         target: "foreground" maps are segmented as objects (see ``scripts.writers.SaveEMResultsd``).
-        output_format: "tif" (``X_prob.tif``, ``X_seg.tif``) or "h5" (``X_prob.h5`` with dataset ``prob``,
-            ``X_seg.h5`` with dataset ``seg``, one section per chunk).
+        output_format: "auto", "tif", "h5" (``X_prob.h5`` with dataset ``prob``, one section per chunk), "zarr"
+            (OME-Zarr) or "nii.gz"; the writer of whole-volume inference (``scripts.io.write_result``).
+        context_sections: neighbouring sections on each side a 2.5D network takes as extra channels.
     """
 
     def __init__(
@@ -174,31 +175,35 @@ class StreamingSegmenter:
         output_dir: str,
         device: torch.device | str = "cpu",
         instance_mode: str = "2d",
-        seed_threshold: float = 0.5,
+        seed_threshold: float = DEFAULT_SEED_THRESHOLD,
         min_seed_size: int = 16,
         seeds: str = "components",
         seed_distance: float = 2.0,
         target: str = "membrane",
-        output_format: str = "tif",
+        output_format: str = "auto",
+        context_sections: int = 0,
     ) -> None:
-        if output_format not in OUTPUT_FORMATS:
-            raise BundleInputError("output_format", f"unknown value {output_format!r}", "use tif or h5")
         if instance_mode not in ("2d", "none"):
             raise BundleInputError(
                 "instance_mode", f"{instance_mode!r} needs the whole volume in memory", "use 2d or none when streaming"
             )
         self.network, self.inferer, self.device = network.eval(), inferer, check_device(device)
-        self.output_dir, self.instance_mode, self.format = output_folder(output_dir), instance_mode, output_format
+        self.output_dir, self.instance_mode = output_folder(output_dir), instance_mode
+        self.output_format = choice(output_format, "output_format", OUTPUT_FORMATS)
         target = choice(target, "target", TARGETS)
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
+        self.context_sections = input_channels(context_sections, inferer.spatial_dims) // 2
         remove_stale_temporaries(self.output_dir)
 
-    def probabilities(self, stack: TiffSections | H5Sections) -> Iterator[np.ndarray]:
+    def probabilities(self, stack: OpenFileReader) -> Iterator[np.ndarray]:
         """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1]."""
         from .transforms import normalize_sections
 
         if self.inferer.spatial_dims == 3:
             yield from self.volume_probabilities(stack)
+            return
+        if self.context_sections:
+            yield from self.context_probabilities(stack)
             return
         with torch.inference_mode():
             for section in tqdm(stack, total=len(stack), desc=os.path.basename(stack.path), unit="section"):
@@ -206,7 +211,22 @@ class StreamingSegmenter:
                 prob = self.inferer(x, self.network)[0, 0].float().cpu().numpy()
                 yield np.clip(prob, 0.0, 1.0)
 
-    def volume_probabilities(self, stack: TiffSections | H5Sections) -> Iterator[np.ndarray]:
+    def context_probabilities(self, stack: OpenFileReader) -> Iterator[np.ndarray]:
+        """Membrane probability of each section from a 2.5D network, ``(Y, X)`` float32 in [0, 1]: each section
+        with its ``context_sections`` neighbours on either side as channels, read a few sections at a time and
+        built exactly as whole-volume inference builds them (``scripts.transforms.NeighbourSectionsd``)."""
+        from .transforms import normalize_sections
+
+        n, c = len(stack), self.context_sections
+        with torch.inference_mode(), stack:
+            for z in tqdm(range(n), total=n, desc=os.path.basename(stack.path), unit="section"):
+                start, stop = max(0, z - c), min(n, z + c + 1)
+                block = normalize_sections(stack.read(start, stop).astype(np.float32, copy=False))
+                index = np.clip(np.arange(z - c, z + c + 1), 0, n - 1) - start
+                x = block[torch.from_numpy(index)][None].to(self.device)
+                yield np.clip(self.inferer(x, self.network)[0, 0].float().cpu().numpy(), 0.0, 1.0)
+
+    def volume_probabilities(self, stack: OpenFileReader) -> Iterator[np.ndarray]:
         """Membrane probability of each section from a 3D network, ``(Y, X)`` float32 in [0, 1]: the whole-volume
         sliding window of ``MembraneInferer`` (window shrink, padding, batches, TTA, precision), slab by slab."""
         from .transforms import normalize_sections
@@ -224,7 +244,7 @@ class StreamingSegmenter:
             for plane in tqdm(planes, total=len(stack), desc=os.path.basename(stack.path), unit="section"):
                 yield np.clip(plane[0].float().cpu().numpy(), 0.0, 1.0)
 
-    def cells(self, probabilities: TiffSections | H5Sections, rows: csv.DictWriter) -> Iterator[np.ndarray]:
+    def cells(self, probabilities: OpenFileReader, rows: csv.DictWriter) -> Iterator[np.ndarray]:
         """Cell labels of each probability section (ids unique across the stack); table rows go to ``rows``."""
         offset = 0
         for z, prob in enumerate(probabilities):
@@ -239,9 +259,8 @@ class StreamingSegmenter:
         """Write the results of one stack; returns the path of its ``_prob`` file."""
         stack = open_sections(path)
         stem = image_stem(path)
-        prob_path = result_path(self.output_dir, stem, "_prob", self.format)
-        seg_path = result_path(self.output_dir, stem, "_seg", self.format)
-        write_sections(prob_path, self.probabilities(stack), stack.shape, np.float32)
+        results = dict(shape=stack.shape, output_format=self.output_format, spacing=stack.spacing)
+        prob_path = write_result(self.output_dir, path, "_prob", self.probabilities(stack), dtype=np.float32, **results)
         if self.instance_mode == "2d":
             probabilities = open_sections(prob_path)
             probabilities.spacing = stack.spacing
@@ -250,7 +269,7 @@ class StreamingSegmenter:
             ) as f:
                 rows = csv.DictWriter(f, fieldnames=COLUMNS_2D)
                 rows.writeheader()
-                write_sections(seg_path, self.cells(probabilities, rows), stack.shape, np.uint32)
+                write_result(self.output_dir, path, "_seg", self.cells(probabilities, rows), dtype=np.uint32, **results)
         return prob_path
 
     def run(self, paths: Sequence[str]) -> list[str]:

@@ -13,7 +13,7 @@ import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
-from .data import check_membrane_labels
+from .data import check_membrane_labels, with_neighbours
 from .errors import BundleInputError
 from .io import read_stack, require_volume
 
@@ -88,6 +88,30 @@ class NormalizeSectionsd(MapTransform):
 
 
 TARGETS = ("membrane", "boundaries", "foreground")
+
+
+class NeighbourSectionsd(MapTransform):
+    """Give a 2D network each section's neighbours as extra channels: ``(1, Z, Y, X) -> (2c + 1, Z, Y, X)``.
+
+    Channel ``c`` (= ``context_sections``) is the section itself, the others the ``c`` sections above and below,
+    the edge section repeated beyond the stack (:func:`scripts.data.with_neighbours`, as training builds them).
+    A sliding-window or slice inferer then passes ``(B, 2c + 1, Y, X)`` windows to the network. With
+    ``context_sections`` 0 the image passes unchanged.
+    """
+
+    def __init__(self, keys: KeysCollection, context_sections: int = 0, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.context = context_sections
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        if self.context == 0:
+            return d
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key])
+            stack = with_neighbours(image[0].numpy(), self.context)  # (Z, 2c + 1, Y, X)
+            d[key] = torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack, 1, 0)))
+        return d
 
 
 def boundaries_from_instances(labels: np.ndarray, spatial_dims: int) -> np.ndarray:

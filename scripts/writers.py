@@ -1,5 +1,5 @@
 # Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
-"""Writing inference results: ``<stem>_prob.tif``, ``<stem>_seg.tif`` and ``<stem>_cells.csv``."""
+"""Writing inference results: ``<stem>_prob.<ext>``, ``<stem>_seg.<ext>`` and ``<stem>_cells.csv``."""
 
 from __future__ import annotations
 
@@ -15,9 +15,17 @@ from monai.transforms import MapTransform
 from .background import BackgroundJobs, worker_count
 from .errors import BundleInputError, as_bool
 from .inferers import MembraneInferer
-from .instances import INSTANCE_MODES, map_sections, seed_options, segment_cells, segment_section, stack_sections
-from .io import image_stem, result_extension, to_file_order, write_like
-from .morphology import cell_table, section_rows_2d, stack_rows, write_cell_table
+from .instances import (
+    DEFAULT_SEED_THRESHOLD,
+    INSTANCE_MODES,
+    map_sections,
+    seed_options,
+    segment_cells,
+    segment_section,
+    stack_sections,
+)
+from .io import OUTPUT_FORMATS, image_stem, write_result
+from .morphology import cell_table, section_rows_2d, write_cell_table
 from .outputs import result_path
 from .plots import save_morphology_histograms, save_overlay
 from .settings import choice, output_folder
@@ -35,9 +43,22 @@ def _probability(value: object) -> np.ndarray:
 
 
 def _section_cells(prob: np.ndarray, options: dict) -> tuple[np.ndarray, list[dict]]:
-    """Cells (ids of this section alone) and their table rows for one ``(Y, X)`` probability section."""
+    """Cells (ids of this section alone) and their table rows (``area_phys`` empty: the spacing comes with the
+    image, after the sections) for one ``(Y, X)`` probability section."""
     cells = segment_section(prob, **options)
     return cells, section_rows_2d(cells)
+
+
+def _stack_rows(section_rows: list[list[dict]], offsets: list[int], spacing: list[float] | None) -> list[dict]:
+    """The 2D table of a stack from the :func:`_section_cells` rows of each section, as
+    ``scripts.morphology.cell_table`` makes it: ids shifted by the section's offset (``stack_sections``),
+    ``slice`` = section index, ``area_phys`` from the ``(z, y, x)`` ``spacing`` (empty when it is unknown)."""
+    pixel = float(spacing[1] * spacing[2]) if spacing else None
+    return [
+        {**row, "id": row["id"] + offset, "slice": z, "area_phys": np.float64(row["area_px"]) * pixel if pixel else ""}
+        for z, (rows, offset) in enumerate(zip(section_rows, offsets))
+        for row in rows
+    ]
 
 
 class SaveEMResultsd(MapTransform):
@@ -46,9 +67,10 @@ class SaveEMResultsd(MapTransform):
     Expects ``d[key]`` = membrane probability ``(1, Z, Y, X)`` and the ``image_path``/``image_layout``/
     ``image_spacing`` entries from ``LoadStackd``. Writes, each atomically (no partial file on failure):
 
-    - ``<output_dir>/<stem>_prob.tif``: float32 in [0, 1], the input's shape and axis order (``_prob.nii.gz``
-      with the input's affine and spacing for a NIfTI input, see ``scripts.io.write_like``);
-    - ``<output_dir>/<stem>_seg.tif``: uint32 cell labels (0 = boundary), same shape (unless mode "none");
+    - ``<output_dir>/<stem>_prob.<ext>``: float32 in [0, 1], the input's shape (``<ext>`` and axis order from
+      ``output_format``, see ``scripts.io.write_result``: by default TIFF, or the input's own format with its
+      affine for a NIfTI input and chunked OME-Zarr for a zarr input);
+    - ``<output_dir>/<stem>_seg.<ext>``: uint32 cell labels (0 = boundary), same shape (unless mode "none");
     - ``<output_dir>/<stem>_cells.csv``: one row per cell (unless mode "none");
     - with ``plots``: ``<stem>_overlay.png`` (cells over a few sections of ``d["image"]``) and
       ``<stem>_morphology.png`` (histograms of cell size, diameter and shape).
@@ -72,6 +94,7 @@ class SaveEMResultsd(MapTransform):
         plots: also write the overlay and histogram PNGs (needs an instance mode other than "none").
         target: what the network predicts (see ``scripts.transforms.MakeTargetd``); "foreground" maps are
             segmented as objects, the others as boundaries between cells.
+        output_format: "auto", "tif", "h5", "zarr" or "nii.gz" (``scripts.io.OUTPUT_FORMATS``).
         workers: post-processing threads, or "auto" (see ``scripts.background.worker_count``); 0 = in the
             caller's thread, after the network.
         device: where the network runs, for ``workers`` "auto".
@@ -84,12 +107,13 @@ class SaveEMResultsd(MapTransform):
         keys: KeysCollection,
         output_dir: str,
         instance_mode: str = "2d",
-        seed_threshold: float = 0.5,
+        seed_threshold: float = DEFAULT_SEED_THRESHOLD,
         min_seed_size: int = 16,
         seeds: str = "components",
         seed_distance: float = 2.0,
         plots: bool = False,
         target: str = "membrane",
+        output_format: str = "auto",
         workers: int | str = 0,
         device: str | torch.device = "cpu",
         inferer: MembraneInferer | None = None,
@@ -105,6 +129,7 @@ class SaveEMResultsd(MapTransform):
         target = choice(target, "target", TARGETS)
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
         self.plots = as_bool(plots, "plots")
+        self.output_format = choice(output_format, "output_format", OUTPUT_FORMATS)
         self.workers = worker_count(workers, device)
         self.inferer = inferer
         self.jobs: BackgroundJobs | None = None  # set by attach: background threads only with an engine to flush
@@ -152,7 +177,10 @@ class SaveEMResultsd(MapTransform):
         for key in self.key_iterator(d):
             prob = _probability(d[key])
             source = str(d["image_path"])
-            image = _numpy(d["image"])[0] if self.plots and self.instance_mode != "none" else None
+            image = None
+            if self.plots and self.instance_mode != "none":
+                image = _numpy(d["image"])
+                image = image[image.shape[0] // 2]  # the sections themselves: the middle of 2.5D channels
             args = (prob, str(d["image_layout"]), source, d.get("image_spacing") or None, image)
             if self.jobs is None:
                 self._write(*args)
@@ -172,8 +200,13 @@ class SaveEMResultsd(MapTransform):
     ) -> None:
         """Write every result of one image (see the class); ``sections`` are the jobs computing its cells per
         section, if started already."""
-        stem, extension = image_stem(source), result_extension(source)
-        write_like(result_path(self.output_dir, stem, "_prob", extension), to_file_order(prob, layout), source)
+        stem = image_stem(source)
+        shape = prob.shape[1:] if layout in ("yx", "xy") else prob.shape  # a 2D image stays 2D
+
+        def write(kind: str, volume: np.ndarray) -> None:
+            write_result(self.output_dir, source, kind, iter(volume), shape, volume.dtype, self.output_format, spacing)
+
+        write("_prob", prob)
         if self.instance_mode == "none":
             return
         if self.instance_mode == "2d":
@@ -182,11 +215,11 @@ class SaveEMResultsd(MapTransform):
             else:
                 results = [job.result() for job in sections]
             cells, offsets = stack_sections([section_cells for section_cells, _ in results])
-            rows = stack_rows([section_rows for _, section_rows in results], offsets, spacing)
+            rows = _stack_rows([section_rows for _, section_rows in results], offsets, spacing)
         else:
             cells = segment_cells(prob, self.instance_mode, **self.segment_options)
             rows = cell_table(cells, self.instance_mode, spacing)
-        write_like(result_path(self.output_dir, stem, "_seg", extension), to_file_order(cells, layout), source)
+        write("_seg", cells)
         write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, self.instance_mode)
         if image is not None:
             save_overlay(image, cells, result_path(self.output_dir, stem, "_overlay", "png"))

@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,10 @@ def workflow(config: str | list[str], **overrides: Any):
 
     configs = [config] if isinstance(config, str) else config
     kind = "train" if configs[0].startswith("train") else "infer"
+    if (
+        kind == "train" and "output_dir" in overrides
+    ):  # train.json writes models/ under bundle_root: not the shipped one
+        overrides.setdefault("model_dir", overrides["output_dir"])
     wf = ConfigWorkflow(
         config_file=[str(ROOT / "configs" / c) for c in configs],
         meta_file=str(ROOT / "configs" / "metadata.json"),
@@ -60,6 +66,7 @@ def tiny_train_overrides(dataset_dir: Path, output_dir: Path) -> dict[str, Any]:
     return {
         "dataset_dir": str(dataset_dir),
         "output_dir": str(output_dir),
+        "model_dir": str(output_dir),  # not the repository's models/, which holds the shipped weights
         "features": TINY,
         "patch_size": [64, 64],
         "epochs": 2,
@@ -67,6 +74,19 @@ def tiny_train_overrides(dataset_dir: Path, output_dir: Path) -> dict[str, Any]:
         "samples_per_section": 4,
         "batch_size": 2,
     }
+
+
+def _models_folder() -> dict[str, str]:
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((ROOT / "models").glob("*"))}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def shipped_weights_untouched() -> Iterator[None]:
+    """train.json writes to <bundle_root>/models, as zoo bundles do: no test may do that in the repository, where
+    models/model.pt is the shipped model (tests pass model_dir, or train a copy of the bundle)."""
+    before = _models_folder()
+    yield
+    assert _models_folder() == before, "a test wrote into models/: restore it with git checkout -- models/"
 
 
 @pytest.fixture(scope="session")

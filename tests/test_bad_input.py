@@ -84,7 +84,8 @@ def _infer(model: Path, dataset_dir: Path, output_dir: Path, **extra: Any) -> di
 
 def _train(dataset_dir: Path, output_dir: Path, **extra: Any) -> dict[str, Any]:
     overrides = dict(
-        dataset_dir=str(dataset_dir), output_dir=str(output_dir), features=WIDTH, patch_size=[32, 32], epochs=1,
+        dataset_dir=str(dataset_dir), output_dir=str(output_dir), model_dir=str(output_dir), features=WIDTH,
+        patch_size=[32, 32], epochs=1,
         val_interval=1, samples_per_section=1, batch_size=2, val_fraction=0.34,
     )  # fmt: skip
     return {**overrides, **extra}

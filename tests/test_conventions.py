@@ -43,7 +43,7 @@ def test_train_then_evaluate_through_monai_run(labelled_dir: Path, tmp_path: Pat
     """train.json and evaluate.json with tiny overrides, as a user runs them (one epoch of a width-4 FusionNet)."""
     result = monai_run(
         "configs/train.json", "--dataset_dir", str(labelled_dir), "--output_dir", str(tmp_path / "train"),
-        "--epochs", "1", "--val_interval", "1", *TINY_FLAGS,
+        "--model_dir", str(tmp_path / "train"), "--epochs", "1", "--val_interval", "1", *TINY_FLAGS,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert LOG_LINE.search(result.stdout) and (tmp_path / "train" / "model.pt").is_file()

@@ -12,7 +12,7 @@ import tifffile
 import torch
 from conftest import ROOT, run_cli, workflow
 from sample_crop import CROP_OVERRIDES, write_sample_crop
-from scripts.checkpoint import is_torchscript, load_network, load_weights
+from scripts.checkpoint import CheckpointLoader, is_torchscript, load_weights
 from scripts.errors import BundleInputError
 from scripts.fusionnet import FusionNet
 from scripts.transforms import normalize_sections
@@ -101,7 +101,7 @@ def test_a_damaged_torchscript_file_is_a_bundle_input_error(torchscript_file: Pa
     damaged = tmp_path / "model.ts"
     damaged.write_bytes(torchscript_file.read_bytes()[:100_000])
     with pytest.raises(BundleInputError, match="model.ts: is not a readable PyTorch checkpoint"):
-        load_network(FusionNet(features=FEATURES), damaged)
+        CheckpointLoader(damaged, {"model": FusionNet(features=FEATURES)})()
 
 
 @needs_model

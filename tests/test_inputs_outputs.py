@@ -144,6 +144,29 @@ def test_folder_names_fire_parses_as_numbers_or_tuples(tmp_path: Path, model: Pa
     assert (tmp_path / "scan,v2" / "a_prob.tif").is_file()
 
 
+@pytest.mark.parametrize("configs", [["train.json"], ["train.json", "evaluate.json"]], ids=["train", "evaluate"])
+def test_train_and_evaluate_write_into_folders_fire_parsed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, labelled_dir: Path, model: Path, configs: list[str]
+) -> None:
+    """train.json and evaluate.json hand ``output_dir`` to MONAI's handlers (TensorBoard, CheckpointSaver,
+    MetricsSaver) as the path typed, also when fire made a tuple (``scan,v2``) or an int (``20240115``) of it."""
+    from conftest import workflow
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["x"])
+    for parsed, folder in ((("scan", "v2"), "scan,v2"), (20240115, "20240115")):
+        # models go to model_dir (models/ under bundle_root by default), given here so the shipped one stays
+        overrides = dict(dataset_dir=str(labelled_dir), ckpt_path=str(model), features=WIDTH, model_dir="models_here")
+        wf = workflow(configs, output_dir=parsed, **overrides)
+        assert wf.parser.get_parsed_content("output_folder") == folder
+        if len(configs) == 1:
+            savers = wf.parser.get_parsed_content("train#handlers")[-2:]  # CheckpointSaver, TrainingCheckpoint
+            assert [str(h.save_dir) for h in savers] == ["models_here", folder]
+        else:
+            assert wf.parser.get_parsed_content("validate#handlers")[-1].save_dir == folder  # MetricsSaver
+        assert (tmp_path / folder).is_dir()
+
+
 # ---------------------------------------------------------------------------- settings checked where read
 BAD_SETTINGS: list[tuple[str, object, str, str]] = [
     ("overlap", "quarter", "must be in [0, 1)", "--overlap 0.25"),

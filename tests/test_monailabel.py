@@ -30,15 +30,7 @@ import torch
 from conftest import ROOT, TINY, run_workflow
 from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
-from scripts.annotation import (
-    APP_DIR_ENV,
-    AnnotatedDataset,
-    ToLabelMaskd,
-    in_monailabel_app,
-    labels_from_mask,
-    model_dir,
-    read_annotated,
-)
+from scripts.annotation import AnnotatedDataset, ToLabelMaskd, labels_from_mask, read_annotated
 from scripts.errors import BundleInputError
 from scripts.io import read_stack
 from scripts.synthetic import make_em_stack
@@ -124,15 +116,6 @@ def test_annotated_dataset_reads_file_pairs_and_keeps_sections_in_memory(tmp_pat
     assert len(AnnotatedDataset([])) == 0  # MONAI Label with nothing held out for validation
 
 
-def test_models_go_to_the_bundle_only_under_a_monailabel_app(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    bundle = tmp_path / "app" / "model" / NAME
-    monkeypatch.delenv(APP_DIR_ENV, raising=False)
-    assert not in_monailabel_app(bundle) and model_dir("runs/train", bundle) == "runs/train"
-    monkeypatch.setenv(APP_DIR_ENV, str(tmp_path / "app"))
-    assert in_monailabel_app(bundle) and model_dir("runs/train", bundle) == os.path.join(str(bundle), "models")
-    assert model_dir("runs/train", ROOT) == "runs/train"  # a bundle elsewhere, e.g. the repository
-
-
 def test_inference_json_has_what_monailabels_infer_task_reads() -> None:
     parser = ConfigParser()
     parser.read_config(str(ROOT / "configs" / "inference.json"))
@@ -167,9 +150,10 @@ def test_metadata_declares_logits_and_the_inferer_monailabel_runs_gives_probabil
     torch.testing.assert_close(prob, torch.sigmoid(logits), atol=1e-5, rtol=1e-4)
 
 
-def test_train_json_trains_from_monailabels_datalist_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_json_trains_from_monailabels_datalist_overrides(tmp_path: Path) -> None:
     """The keys BundleTrainTask sets (bundle_root, train#trainer#max_epochs, train#dataset#data,
-    validate#dataset#data, device), at tiny width; under a MONAI Label app the models land in <bundle>/models."""
+    validate#dataset#data, device), at tiny width; the models land in <bundle_root>/models, where MONAI Label's
+    inference task loads them."""
     image, isbi = make_em_stack((2, 64, 64), cell_size=16, seed=3)
     pairs = []
     for z in range(2):
@@ -178,7 +162,6 @@ def test_train_json_trains_from_monailabels_datalist_overrides(tmp_path: Path, m
         pairs.append({"image": str(tmp_path / f"s{z}.tif"), "label": str(tmp_path / f"s{z}_label.tif")})
     bundle = tmp_path / "app" / "model" / NAME
     (bundle / "models").mkdir(parents=True)
-    monkeypatch.setenv(APP_DIR_ENV, str(tmp_path / "app"))
     overrides = {"train#trainer#max_epochs": 2, "train#dataset#data": pairs[:1], "validate#dataset#data": pairs[1:]}
     wf = ConfigWorkflow(
         config_file=str(ROOT / "configs" / "train.json"), meta_file=str(ROOT / "configs" / "metadata.json"),
@@ -227,7 +210,7 @@ def _free_port() -> int:
 
 
 def _server_env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", APP_DIR_ENV, "FUSIONNET_TRACEBACK")}
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FUSIONNET_TRACEBACK")}
     env.update(OMP_NUM_THREADS="1", MONAI_LABEL_SESSION_PATH=str(root / "sessions"), PYTHONDONTWRITEBYTECODE="1")
     probe = subprocess.run([sys.executable, "-c", "import torchvision.utils"], env=env, capture_output=True,
                            check=False)  # fmt: skip

@@ -34,7 +34,8 @@ def test_two_process_training_writes_the_model_and_resumes(labelled_dir: Path, t
     """multi_gpu_train.json: DDP over 2 gloo processes writes model.pt, model_final.pt and full checkpoints
     (rank 0 only); a second launch with --resume true goes on from epoch 1 in both processes."""
     args = [
-        "--dataset_dir", str(labelled_dir), "--output_dir", str(tmp_path), "--features", "[4,8,8,8,8]",
+        "--dataset_dir", str(labelled_dir), "--output_dir", str(tmp_path), "--model_dir", str(tmp_path),
+        "--features", "[4,8,8,8,8]",
         "--patch_size", "[32,32]", "--val_interval", "1", "--save_interval", "1",
     ]  # fmt: skip
     _torchrun(TRAIN, *args, "--epochs", "1")

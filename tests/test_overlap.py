@@ -4,6 +4,8 @@ section sink): the same files, byte for byte, as the serial path; errors named a
 
 from __future__ import annotations
 
+import csv
+import io
 import threading
 from pathlib import Path
 
@@ -148,3 +150,28 @@ def test_failing_evaluator_drops_queued_jobs_and_finishes_running_ones(tmp_path:
         assert [n for n in names if n.startswith(stem)] == [
             f"{stem}{kind}" for kind in ("_cells.csv", "_morphology.png", "_overlay.png", "_prob.tif", "_seg.tif")
         ]
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_per_section_table_is_the_cell_table_with_spacing(tmp_path: Path, workers: int) -> None:
+    """The writer's per-section cells and rows (ids shifted by stack_sections' offsets, area_phys from the image
+    spacing) write the same _seg and _cells.csv as segment_cells and cell_table on the whole stack."""
+    import scripts.writers
+    from ignite.engine import Engine
+    from scripts.instances import segment_cells
+    from scripts.io import read_stack
+    from scripts.morphology import cell_table, write_cell_table
+
+    item = {**_item(tmp_path, "a.tif"), "image_spacing": [40.0, 4.0, 3.0]}
+    writer = scripts.writers.SaveEMResultsd("pred", str(tmp_path / "out"), workers=workers)
+    engine = Engine(lambda engine, batch: writer(batch))
+    writer.attach(engine)
+    engine.run([item])
+    cells = segment_cells(item["pred"].numpy()[0], "2d", **writer.segment_options)
+    write_cell_table(str(tmp_path / "expected.csv"), cell_table(cells, "2d", item["image_spacing"]))
+    table = (tmp_path / "out" / "a_cells.csv").read_bytes()
+    assert table == (tmp_path / "expected.csv").read_bytes()
+    rows = list(csv.DictReader(io.StringIO(table.decode())))
+    assert {row["slice"] for row in rows} == {"0", "1"} and len({row["id"] for row in rows}) == len(rows)
+    assert all(float(row["area_phys"]) == int(row["area_px"]) * 12.0 for row in rows)
+    np.testing.assert_array_equal(read_stack(str(tmp_path / "out" / "a_seg.tif")).array, cells)

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import http.server
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -26,6 +28,7 @@ import yaml
 from bundle.pack import file_digest, pack
 from conftest import ROOT, run_cli, run_workflow
 from sample_crop import CROP_FLAGS, CROP_OVERRIDES, write_sample_crop
+from scripts.checkpoint import checkpoint_features
 from scripts.errors import BundleInputError
 
 META = json.loads((ROOT / "configs" / "metadata.json").read_text())
@@ -170,7 +173,7 @@ def test_bundle_pack_command_reports_a_missing_model_in_one_line(tmp_path: Path)
     assert result.stderr.strip().splitlines() == [
         (
             f"error: {bundle}/models/model.pt: required in a release but missing. Fix: restore it "
-            "(git checkout -- models/model.pt) or train one and copy <output_dir>/model.pt there"
+            "(git checkout -- models/model.pt) or train one with configs/train.json, which writes models/model.pt"
         )
     ]
 
@@ -217,13 +220,16 @@ REPOSITORY_ONLY = re.compile(r"python -m bundle\b(?!\.)|\bbundle/|requirements[\
 
 
 def _commands(markdown: str) -> list[str]:
-    """The commands in ``markdown``'s code blocks, continuation lines joined; comment lines left out."""
-    commands, current, in_block = [], "", False
+    """The commands in ``markdown``'s shell code blocks (```bash, or no language), continuation lines joined; comment
+    lines left out. Other blocks (```python snippets) are not commands."""
+    commands, current, in_block, in_other = [], "", False, False
     for line in markdown.splitlines():
         if line.startswith("```"):
-            in_block = not in_block
+            opening = not (in_block or in_other)
+            is_shell = line.strip("`").strip() in ("", "bash", "sh")
+            in_block, in_other = (is_shell, not is_shell) if opening else (False, False)
             continue
-        if not in_block or (not current and line.lstrip().startswith("#")):
+        if not in_block or (not current and (not line.strip() or line.lstrip().startswith("#"))):
             continue
         current += line.rstrip("\\") + " "
         if not line.endswith("\\"):
@@ -245,3 +251,168 @@ def test_docs_mark_the_commands_that_need_the_repository() -> None:
         re.findall(r"releases/download/v([\d.]+\d)/", docs)
     )
     assert versions == {VERSION}, f"docs/README.md's release example names {versions}, metadata.json {VERSION}"
+
+
+@needs_model
+def test_training_replaces_models_model_pt_which_inference_then_loads(labelled_dir: Path, tmp_path: Path) -> None:
+    """The model zoo's train-then-infer, in a copy of the bundle: train.json writes models/model.pt, inference.json's
+    checkpointloader loads it with no --ckpt_path; download_large_files brings the shipped weights back."""
+    bundle = copy_bundle(tmp_path / "bundle")
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FUSIONNET_TRACEBACK")}
+
+    def monai_bundle(*args: str) -> str:
+        result = subprocess.run([sys.executable, "-m", "monai.bundle", *args], cwd=bundle, capture_output=True,
+                                text=True, timeout=600, env=env, check=False)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-3000:]
+        return result.stdout + result.stderr
+
+    width = "[4,4,8,8,16]"
+    monai_bundle("run", "--config_file", "configs/train.json", "--dataset_dir", str(labelled_dir), "--features", width,
+                 "--epochs", "1", "--val_interval", "1", "--patch_size", "[64,64]", "--samples_per_section", "2")  # fmt: skip
+    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt", "model_final.pt"]
+    trained = torch.load(bundle / "models" / "model.pt", weights_only=True)
+    assert checkpoint_features(trained) == [4, 4, 8, 8, 16]
+    assert (bundle / "runs" / "train").is_dir()  # logs and full checkpoints stay in output_dir
+
+    log = monai_bundle("run", "--config_file", "configs/inference.json", "--features", width, *CROP_FLAGS)
+    assert f"Restored all variables from {os.path.join('.', 'models', 'model.pt')}" in log
+    assert (bundle / "runs" / "inference" / "em-volume_prob.tif").is_file()
+    from monai.bundle import ConfigWorkflow
+
+    wf = ConfigWorkflow(config_file=str(bundle / "configs" / "inference.json"), workflow_type="infer",
+                        logging_file=False, bundle_root=str(bundle), features=[4, 4, 8, 8, 16], fold_batch_norm=False)  # fmt: skip
+    wf.initialize()  # the weights the evaluator runs are the trained ones
+    state = wf.parser.get_parsed_content("evaluator").network.state_dict()
+    assert state.keys() == trained.keys() and all(torch.equal(state[k].cpu(), trained[k]) for k in trained)
+
+    # the shipped weights come back from large_files.yml (here served from this machine instead of the release)
+    (bundle / "models" / "model.pt").unlink()
+    with serve(ROOT / "models") as url:
+        entries = yaml.safe_load((bundle / "large_files.yml").read_text())
+        entries["large_files"][0]["url"] = f"{url}/model.pt"
+        (bundle / "large_files.yml").write_text(yaml.safe_dump(entries))
+        monai_bundle("download_large_files", "--bundle_path", ".")
+    assert (bundle / "models" / "model.pt").read_bytes() == (ROOT / "models" / "model.pt").read_bytes()
+
+
+# commands of docs/README.md that this test does not run in the unpacked release, and why
+NOT_RUN = {
+    "pip install": "installs packages (CI installs the requirement files)",
+    "python -m monailabel.main": "sets up and starts a MONAI Label server: tests/test_monailabel.py runs one",
+    "mkdir -p ~/monailabel": "part of the MONAI Label set-up (tests/test_monailabel.py copies the bundle the same way)",
+    "cp -r configs models scripts docs ~/monailabel": "part of the MONAI Label set-up (tests/test_monailabel.py)",
+    "curl ": "talks to a running MONAI Label server: tests/test_monailabel.py",
+    "tensorboard ": "starts a web server",
+    "cp runs/final_all20/": "copies the output of the 45-minute training run above it",
+    "for fold in": "a shell loop: the commands inside it are checked one by one",
+    "done": "the end of a shell loop",
+    "python -m monai.bundle download ": "downloads a release: test_release_downloads_loads_and_infers_like_the_working_tree"
+    " does it over HTTP on this machine",
+    "PYTHONPATH=bundles/": "monai.bundle.load of a downloaded release: test_release_downloads_loads_and_infers_like_the_"
+    "working_tree loads it",
+    "rm models/model.pt && python -m monai.bundle download_large_files": "needs the network: test_training_replaces_"
+    "models_model_pt_which_inference_then_loads runs it against a server on this machine",
+}
+EXPORTS = ("ckpt_export", "onnx_export", "trt_export")
+
+
+def _docs_commands() -> list[str]:
+    """docs/README.md's commands that must work in the release, trailing comments and shell variables resolved."""
+    docs = (ROOT / "docs" / "README.md").read_text()
+    commands = [c for c in _commands(docs) if "# repository only" not in c]
+    commands = [re.sub(r"\s+#\s.*$", "", c).strip() for c in commands]
+    return [c.replace("$k", "1").replace("$fold", "1").replace("$PWD", ".") for c in commands]
+
+
+def _flags(tokens: list[str]) -> dict[str, str]:
+    """``--key value`` pairs of a command line."""
+    flags, i = {}, 0
+    while i < len(tokens):
+        if tokens[i].startswith("--"):
+            flags[tokens[i][2:]] = tokens[i + 1]
+            i += 2
+        else:
+            i += 1
+    return flags
+
+
+def _config_files(bundle: Path, value: str) -> list[Path]:
+    """The files of a ``--config_file`` value: every one under configs/ must be in the release; others (a user's
+    own override, e.g. bce.json) are left out of the check."""
+    names = ast.literal_eval(value) if value.startswith("[") else [value]
+    missing = [n for n in names if n.startswith("configs/") and not (bundle / n).is_file()]
+    assert not missing, f"not in the release: {missing}"
+    return [bundle / n for n in names if n.startswith("configs/")]
+
+
+def _dry_run(bundle: Path, tokens: list[str]) -> None:
+    """What ``monai.bundle run`` would use, without running it: the config files exist, every flag names a key of
+    them, and every id that ``initialize`` and ``run`` reach (``@...`` references, also inside expressions) exists."""
+    from bundle.cli import _RUN_KEYS, check_override_keys
+    from monai.bundle import ConfigParser
+
+    flags = _flags(tokens)
+    files = _config_files(bundle, flags["config_file"])
+    check_override_keys([str(f) for f in files], flags)
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in files])
+    parser["bundle_root"] = str(bundle)
+    for key, value in flags.items():
+        if key not in _RUN_KEYS and key.split("#")[0] in parser:
+            parser[key] = value
+    for section in ("initialize", "run"):
+        parser.get_parsed_content(section, lazy=False, instantiate=False, eval_expr=False)
+
+
+def _dry_export(bundle: Path, tokens: list[str]) -> None:
+    """``monai.bundle ckpt_export/onnx_export/trt_export``: the configs, the network id and the checkpoint exist."""
+    from monai.bundle import ConfigParser
+
+    flags = _flags(tokens)
+    parser = ConfigParser()
+    parser.read_config([str(f) for f in _config_files(bundle, flags["config_file"])])
+    net_id = flags.get("net_id") or tokens[4]  # ckpt_export/onnx_export take it first, trt_export as --net_id
+    assert net_id in parser, f"{net_id} is not an id of {flags['config_file']}"
+    assert (bundle / flags["ckpt_file"]).is_file() and (bundle / flags["meta_file"]).is_file()
+
+
+@needs_model
+def test_every_docs_command_works_in_the_unpacked_release(tmp_path: Path) -> None:
+    """docs/README.md travels in the release zip: each of its commands not marked "# repository only" is checked
+    inside the unpacked zip. ``monai.bundle run`` commands (and torchrun's) are resolved without running
+    (:func:`_dry_run`), exports are checked likewise, and the main command, inference, runs there for real on a
+    crop of the sample; commands that cannot run here are in NOT_RUN with the reason (and the test that covers them)."""
+    result = pack(output_dir=str(tmp_path / "dist"), progress=False)
+    with zipfile.ZipFile(result["zip"]) as archive:
+        archive.extractall(tmp_path / "release")
+    bundle = tmp_path / "release" / NAME
+    commands = _docs_commands()
+    assert len(commands) > 30
+    unchecked = []
+    for command in commands:
+        if any(command.startswith(prefix) for prefix in NOT_RUN):
+            continue
+        for part in command.split("&&"):
+            tokens = shlex.split(part)
+            if tokens[0] == "cd":  # into a downloaded copy of the release: the folder this test unpacked
+                continue
+            if tokens[:3] == ["python", "-m", "monai.bundle"] and tokens[3] == "run":
+                _dry_run(bundle, tokens)
+            elif tokens[0] == "torchrun" and "monai.bundle" in tokens:
+                _dry_run(bundle, tokens[tokens.index("monai.bundle") + 1 :])
+            elif tokens[:3] == ["python", "-m", "monai.bundle"] and tokens[3] in EXPORTS:
+                _dry_export(bundle, tokens)
+            else:
+                unchecked.append(command)
+    assert not unchecked, "add these docs/README.md commands to a check or to NOT_RUN:\n" + "\n".join(unchecked)
+
+    # the first command of "Execute inference", as it is, plus a small input and the sample crop's cheap flags
+    main = "python -m monai.bundle run --config_file configs/inference.json --dataset_dir my_stacks"
+    first = next(c for c in commands if c.startswith(main))
+    data = write_sample_crop(tmp_path / "data")
+    tokens = [str(data) if t == "my_stacks" else t for t in shlex.split(first)]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FUSIONNET_TRACEBACK")}
+    run = subprocess.run([sys.executable, *tokens[1:], *CROP_FLAGS], cwd=bundle, capture_output=True, text=True,
+                         timeout=600, env=env, check=False)  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert tifffile.imread(bundle / "out" / "em-crop_prob.tif").shape == (2, 128, 160)

@@ -27,7 +27,8 @@ def _train_args(dataset_dir: Path, output_dir: Path, *extra: str) -> list[str]:
     """``monai.bundle run`` arguments of a tiny training: 4 iterations per epoch, a full checkpoint every epoch,
     weight averaging on (so resuming must restore the average too)."""
     overrides = {
-        "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), "features": "[4,8,8,8,8]",
+        "dataset_dir": str(dataset_dir), "output_dir": str(output_dir), "model_dir": str(output_dir),
+        "features": "[4,8,8,8,8]",
         "patch_size": "[32,32]", "samples_per_section": "4", "batch_size": "1", "epochs": str(EPOCHS),
         "val_interval": "1", "save_interval": "1", "keep_checkpoints": "2", "ema_momentum": "0.25",
     }  # fmt: skip
