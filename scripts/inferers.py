@@ -174,6 +174,9 @@ class MembraneInferer(Inferer):
         spatial_dims: the network's spatial dims (2 or 3).
         padding_mode: how windows are padded at the image border.
         precision: "fp32", "bf16"/"fp16" autocast, or "auto" (bf16 where the hardware computes it natively).
+        section_sink: for a 2D network on a stack, called as ``section_sink(start, probability)`` each time the
+            sections ``start...`` are done (``probability`` ``(B, out_channels, z, Y, X)``), while the network goes
+            on with the next ones; e.g. ``SaveEMResultsd.take_sections``, which starts their cells meanwhile.
     """
 
     def __init__(
@@ -186,9 +189,11 @@ class MembraneInferer(Inferer):
         spatial_dims: int = 2,
         padding_mode: str = "reflect",
         precision: str = "fp32",
+        section_sink: Callable[[int, torch.Tensor], None] | None = None,
     ) -> None:
         super().__init__()
         self.precision = check_precision(precision)
+        self.section_sink = section_sink
         roi = tuple(spatial_size(list(roi_tuple(roi_size, spatial_dims)), "roi_size", spatial_dims))
         overlap = fraction(overlap, "overlap", 0.25)
         check_window_count(roi, overlap)
@@ -239,5 +244,20 @@ class MembraneInferer(Inferer):
         predictor = self.predictor(network, inputs.device)
         roi, kwargs = self.window_settings(inputs.shape[-self.spatial_dims :], inputs.device)
         if self.spatial_dims == 2 and inputs.ndim == 5:
-            return SliceInferer(spatial_dim=0, roi_size=roi, **kwargs)(inputs, predictor)
+            return self._by_sections(inputs, predictor, SliceInferer(spatial_dim=0, roi_size=roi, **kwargs))
         return SlidingWindowInferer(roi_size=roi, **kwargs)(inputs, predictor)
+
+    def _by_sections(
+        self, inputs: torch.Tensor, predictor: Callable[[torch.Tensor], torch.Tensor], inferer: SliceInferer
+    ) -> torch.Tensor:
+        """``inferer(inputs, predictor)`` on ``(B, C, Z, Y, X)``, run on ``sw_batch_size`` sections at a time, each
+        chunk passed to :attr:`section_sink` when done. Every section has the same windows and MONAI batches them
+        in section order, so the chunks hold exactly the window batches of one call on the whole stack: the
+        result is the same, bit for bit."""
+        step = inferer.sw_batch_size
+        chunks = []
+        for start in range(0, inputs.shape[2], step):
+            chunks.append(inferer(inputs[:, :, start : start + step], predictor))
+            if self.section_sink is not None:
+                self.section_sink(start, chunks[-1])
+        return torch.cat(chunks, dim=2)

@@ -4,20 +4,61 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Mapping
+from concurrent.futures import Future
+from typing import Any
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
 from monai.transforms import MapTransform
 
+from .background import BackgroundJobs, worker_count
 from .errors import BundleInputError, as_bool
-from .instances import DEFAULT_SEED_THRESHOLD, INSTANCE_MODES, seed_options, segment_cells
+from .inferers import MembraneInferer
+from .instances import (
+    DEFAULT_SEED_THRESHOLD,
+    INSTANCE_MODES,
+    map_sections,
+    seed_options,
+    segment_cells,
+    segment_section,
+    stack_sections,
+)
 from .io import OUTPUT_FORMATS, image_stem, write_result
-from .morphology import cell_table, write_cell_table
+from .morphology import cell_table, section_rows_2d, write_cell_table
 from .outputs import result_path
 from .plots import save_morphology_histograms, save_overlay
 from .settings import choice, output_folder
 from .transforms import TARGETS
+
+
+def _numpy(value: object) -> np.ndarray:
+    """A tensor (on any device) or array as a numpy array."""
+    return value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+
+
+def _probability(value: object) -> np.ndarray:
+    """Network output ``(1, Z, Y, X)`` (or a chunk of it) as float32 ``(Z, Y, X)`` clipped to [0, 1]."""
+    return np.clip(_numpy(value)[0].astype(np.float32, copy=False), 0.0, 1.0)
+
+
+def _section_cells(prob: np.ndarray, options: dict) -> tuple[np.ndarray, list[dict]]:
+    """Cells (ids of this section alone) and their table rows (``area_phys`` empty: the spacing comes with the
+    image, after the sections) for one ``(Y, X)`` probability section."""
+    cells = segment_section(prob, **options)
+    return cells, section_rows_2d(cells)
+
+
+def _stack_rows(section_rows: list[list[dict]], offsets: list[int], spacing: list[float] | None) -> list[dict]:
+    """The 2D table of a stack from the :func:`_section_cells` rows of each section, as
+    ``scripts.morphology.cell_table`` makes it: ids shifted by the section's offset (``stack_sections``),
+    ``slice`` = section index, ``area_phys`` from the ``(z, y, x)`` ``spacing`` (empty when it is unknown)."""
+    pixel = float(spacing[1] * spacing[2]) if spacing else None
+    return [
+        {**row, "id": row["id"] + offset, "slice": z, "area_phys": np.float64(row["area_px"]) * pixel if pixel else ""}
+        for z, (rows, offset) in enumerate(zip(section_rows, offsets))
+        for row in rows
+    ]
 
 
 class SaveEMResultsd(MapTransform):
@@ -34,6 +75,12 @@ class SaveEMResultsd(MapTransform):
     - with ``plots``: ``<stem>_overlay.png`` (cells over a few sections of ``d["image"]``) and
       ``<stem>_morphology.png`` (histograms of cell size, diameter and shape).
 
+    With ``workers`` > 0 and the transform attached to the evaluator as a handler (:meth:`attach`), all of this
+    runs on background threads while the network goes on with the next image: the call returns at once. With the
+    evaluator's ``inferer`` given, the cells and table of each section start as soon as the network has finished
+    that section, while it runs on the next ones (:meth:`take_sections`). Results are identical to
+    the serial path (``workers`` 0): the same functions on the same arrays.
+
     Args:
         keys: the probability key (usually "pred").
         output_dir: folder for the results (created if missing; temporaries that killed runs left in it are
@@ -48,6 +95,11 @@ class SaveEMResultsd(MapTransform):
         target: what the network predicts (see ``scripts.transforms.MakeTargetd``); "foreground" maps are
             segmented as objects, the others as boundaries between cells.
         output_format: "auto", "tif", "h5", "zarr" or "nii.gz" (``scripts.io.OUTPUT_FORMATS``).
+        workers: post-processing threads, or "auto" (see ``scripts.background.worker_count``); 0 = in the
+            caller's thread, after the network.
+        device: where the network runs, for ``workers`` "auto".
+        inferer: the evaluator's inferer; with background workers in mode "2d", :meth:`attach` makes this writer
+            its ``section_sink``.
     """
 
     def __init__(
@@ -62,6 +114,9 @@ class SaveEMResultsd(MapTransform):
         plots: bool = False,
         target: str = "membrane",
         output_format: str = "auto",
+        workers: int | str = 0,
+        device: str | torch.device = "cpu",
+        inferer: MembraneInferer | None = None,
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
@@ -75,34 +130,99 @@ class SaveEMResultsd(MapTransform):
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
         self.plots = as_bool(plots, "plots")
         self.output_format = choice(output_format, "output_format", OUTPUT_FORMATS)
+        self.workers = worker_count(workers, device)
+        self.inferer = inferer
+        self.jobs: BackgroundJobs | None = None  # set by attach: background threads only with an engine to flush
+        self._sections: list[tuple[np.ndarray, Future]] = []  # sections of the stack the network is on
+
+    def attach(self, engine: Any) -> None:
+        """Post-process on background threads while ``engine`` (an Ignite engine) runs, if ``workers`` > 0: all
+        jobs are waited for when it completes (errors raised there, naming the file); when it fails or is
+        interrupted, queued jobs are dropped and running ones finish their files."""
+        from ignite.engine import Events
+
+        if self.workers == 0:
+            return
+        self.jobs = BackgroundJobs(self.workers)
+        if self.inferer is not None and self.instance_mode == "2d":
+            self.inferer.section_sink = self.take_sections
+        engine.add_event_handler(Events.COMPLETED, lambda _: self.jobs.wait())
+        engine.add_event_handler(Events.EXCEPTION_RAISED, self._stop)
+
+    def _stop(self, engine: Any, error: BaseException) -> None:
+        self._sections = []
+        self.jobs.cancel()
+        raise error
+
+    def take_sections(self, start: int, probability: torch.Tensor) -> None:
+        """Start the cells and table of sections ``start...`` of the stack the network is on; ``probability`` is
+        the network's output for them, ``(1, 1, z, Y, X)``. Called by ``MembraneInferer`` (its ``section_sink``);
+        a no-op unless post-processing runs in the background in mode "2d"."""
+        if self.jobs is None or self.instance_mode != "2d" or probability.shape[:2] != (1, 1):
+            return
+        if start == 0:
+            self._sections = []
+        for section in _probability(probability[0]):
+            self._sections.append((section, self.jobs.submit(_section_cells, section, self.segment_options)))
+
+    def _claim_sections(self, prob: np.ndarray) -> list[Future]:
+        """The section jobs started for ``prob`` by :meth:`take_sections`, else new ones."""
+        taken, self._sections = self._sections, []
+        if len(taken) == len(prob) and all(np.array_equal(section, p) for (section, _), p in zip(taken, prob)):
+            return [job for _, job in taken]
+        return [self.jobs.submit(_section_cells, p, self.segment_options) for p in prob]
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
         for key in self.key_iterator(d):
-            pred = d[key]
-            prob = (pred.detach().cpu().numpy() if isinstance(pred, torch.Tensor) else np.asarray(pred))[0]
-            prob = np.clip(prob.astype(np.float32, copy=False), 0.0, 1.0)
-            source, spacing = str(d["image_path"]), d.get("image_spacing") or None
-            stem = image_stem(source)
-            shape = prob.shape[1:] if str(d["image_layout"]) in ("yx", "xy") else prob.shape  # a 2D image stays 2D
-
-            def write(kind: str, volume: np.ndarray) -> None:
-                write_result(
-                    self.output_dir, source, kind, iter(volume), shape, volume.dtype, self.output_format, spacing
-                )
-
-            write("_prob", prob)
-            if self.instance_mode != "none":
-                cells = segment_cells(prob, self.instance_mode, **self.segment_options)
-                write("_seg", cells)
-                rows = cell_table(cells, self.instance_mode, spacing)
-                write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, self.instance_mode)
-                if self.plots:
-                    image = d["image"]
-                    image = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
-                    image = image[image.shape[0] // 2]  # the sections themselves: the middle of 2.5D channels
-                    save_overlay(image, cells, result_path(self.output_dir, stem, "_overlay", "png"))
-                    size_key = "volume_px" if self.instance_mode == "3d" else "area_px"
-                    histograms = result_path(self.output_dir, stem, "_morphology", "png")
-                    save_morphology_histograms(rows, histograms, size_key=size_key)
+            prob = _probability(d[key])
+            source = str(d["image_path"])
+            image = None
+            if self.plots and self.instance_mode != "none":
+                image = _numpy(d["image"])
+                image = image[image.shape[0] // 2]  # the sections themselves: the middle of 2.5D channels
+            args = (prob, str(d["image_layout"]), source, d.get("image_spacing") or None, image)
+            if self.jobs is None:
+                self._write(*args)
+            else:
+                sections = self._claim_sections(prob) if self.instance_mode == "2d" else None
+                self.jobs.submit_file(source, self._write, *args, sections)
         return d
+
+    def _write(
+        self,
+        prob: np.ndarray,
+        layout: str,
+        source: str,
+        spacing: list[float] | None,
+        image: np.ndarray | None,
+        sections: list[Future] | None = None,
+    ) -> None:
+        """Write every result of one image (see the class); ``sections`` are the jobs computing its cells per
+        section, if started already."""
+        stem = image_stem(source)
+        shape = prob.shape[1:] if layout in ("yx", "xy") else prob.shape  # a 2D image stays 2D
+
+        def write(kind: str, volume: np.ndarray) -> None:
+            write_result(self.output_dir, source, kind, iter(volume), shape, volume.dtype, self.output_format, spacing)
+
+        write("_prob", prob)
+        if self.instance_mode == "none":
+            return
+        if self.instance_mode == "2d":
+            if sections is None:
+                results = map_sections(lambda section: _section_cells(section, self.segment_options), prob)
+            else:
+                results = [job.result() for job in sections]
+            cells, offsets = stack_sections([section_cells for section_cells, _ in results])
+            rows = _stack_rows([section_rows for _, section_rows in results], offsets, spacing)
+        else:
+            cells = segment_cells(prob, self.instance_mode, **self.segment_options)
+            rows = cell_table(cells, self.instance_mode, spacing)
+        write("_seg", cells)
+        write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, self.instance_mode)
+        if image is not None:
+            save_overlay(image, cells, result_path(self.output_dir, stem, "_overlay", "png"))
+            size_key = "volume_px" if self.instance_mode == "3d" else "area_px"
+            histograms = result_path(self.output_dir, stem, "_morphology", "png")
+            save_morphology_histograms(rows, histograms, size_key=size_key)
