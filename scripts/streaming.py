@@ -214,16 +214,23 @@ class StreamingSegmenter:
     def context_probabilities(self, stack: OpenFileReader) -> Iterator[np.ndarray]:
         """Membrane probability of each section from a 2.5D network, ``(Y, X)`` float32 in [0, 1]: each section
         with its ``context_sections`` neighbours on either side as channels, read a few sections at a time and
-        built exactly as whole-volume inference builds them (``scripts.transforms.NeighbourSectionsd``)."""
+        built exactly as whole-volume inference builds them (``scripts.transforms.NeighbourSectionsd``). Each
+        section is read and normalized once (normalization is per section), and kept while a neighbour needs it."""
         from .transforms import normalize_sections
 
         n, c = len(stack), self.context_sections
+        window: dict[int, torch.Tensor] = {}  # normalized sections z - c .. z + c
         with torch.inference_mode(), stack:
             for z in tqdm(range(n), total=n, desc=os.path.basename(stack.path), unit="section"):
                 start, stop = max(0, z - c), min(n, z + c + 1)
-                block = normalize_sections(stack.read(start, stop).astype(np.float32, copy=False))
-                index = np.clip(np.arange(z - c, z + c + 1), 0, n - 1) - start
-                x = block[torch.from_numpy(index)][None].to(self.device)
+                first = max(start, max(window, default=-1) + 1)  # the sections new to the window
+                if first < stop:
+                    fresh = normalize_sections(stack.read(first, stop).astype(np.float32, copy=False))
+                    window.update({first + i: section for i, section in enumerate(fresh)})
+                for old in [k for k in window if k < start]:
+                    del window[old]
+                index = np.clip(np.arange(z - c, z + c + 1), 0, n - 1)
+                x = torch.stack([window[int(i)] for i in index])[None].to(self.device)
                 yield np.clip(self.inferer(x, self.network)[0, 0].float().cpu().numpy(), 0.0, 1.0)
 
     def volume_probabilities(self, stack: OpenFileReader) -> Iterator[np.ndarray]:

@@ -15,7 +15,7 @@ from scripts.annotation import AnnotatedDataset
 from scripts.data import input_channels, labelled_items, split_labelled, with_neighbours
 from scripts.errors import BundleInputError, find_input_error
 from scripts.fusionnet import FusionNet
-from scripts.io import read_stack, write_tiff
+from scripts.io import OpenFileReader, read_stack, write_tiff
 from scripts.transforms import normalize_sections
 
 
@@ -83,13 +83,24 @@ def context_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-def test_inference_and_streaming_give_the_same_2_5d_result(context_checkpoint: Path, tmp_path: Path):
+def test_inference_and_streaming_give_the_same_2_5d_result(
+    context_checkpoint: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
     data = write_sample_crop(tmp_path / "data", sections=4, height=96, width=112)
     options = dict(
         dataset_dir=str(data), ckpt_path=str(context_checkpoint), features=TINY, context_sections=1, plots=False
     )
     run_workflow("inference.json", output_dir=str(tmp_path / "whole"), **options)
+    read, sections_read = OpenFileReader.read, []
+
+    def counted(self: OpenFileReader, start: int, stop: int) -> np.ndarray:
+        if Path(self.path).name == "em-crop.tif":  # the input, not the probability read back for the cells
+            sections_read.extend(range(start, stop))
+        return read(self, start, stop)
+
+    monkeypatch.setattr(OpenFileReader, "read", counted)
     run_workflow(["inference.json", "inference_stream.json"], output_dir=str(tmp_path / "stream"), **options)
+    assert sorted(sections_read) == [0, 1, 2, 3]  # each section read (and normalized) once, not once per neighbour
     whole, streamed = (tifffile.imread(tmp_path / d / "em-crop_prob.tif") for d in ("whole", "stream"))
     assert whole.shape == (4, 96, 112)
     np.testing.assert_array_equal(streamed, whole)
