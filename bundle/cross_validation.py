@@ -71,7 +71,9 @@ def config_list(config_file: str | Sequence[str]) -> list[str]:
 
 
 def _bundle_run(configs: Sequence[str], flags: Sequence[str]) -> list[str]:
-    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", repr(list(configs)), *flags]
+    # one file as itself, several as a JSON list: both read back cleanly from the commands the record keeps
+    config = configs[0] if len(configs) == 1 else json.dumps(list(configs))
+    return [sys.executable, "-m", "monai.bundle", "run", "--config_file", config, *flags]
 
 
 def fold_commands(
