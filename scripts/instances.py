@@ -153,19 +153,6 @@ def segment_cells(
     return stack_sections(map_sections(lambda section: _watershed(section, *options), prob))[0]
 
 
-def segment_section(
-    prob: np.ndarray,
-    seed_threshold: float = DEFAULT_SEED_THRESHOLD,
-    min_seed_size: int = 16,
-    foreground: bool = False,
-    seeds: str = "components",
-    seed_distance: float = 2.0,
-) -> np.ndarray:
-    """The cells of one ``(Y, X)`` section as :func:`segment_cells` "2d" labels it (ids 1..N of this section
-    alone; :func:`stack_sections` makes them unique across a stack). Arguments as :func:`segment_cells`."""
-    return _watershed(prob, seed_threshold, min_seed_size, foreground, seeds, seed_distance)
-
-
 def stack_sections(sections: Sequence[np.ndarray]) -> tuple[np.ndarray, list[int]]:
     """Stack per-section labels ``(Y, X)`` into ``(Z, Y, X)`` uint32 labels with ids unique across the stack:
     each section's ids are shifted by the largest id of the sections before it. Returns the labels and each

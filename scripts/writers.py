@@ -15,15 +15,7 @@ from monai.transforms import MapTransform
 from .background import BackgroundJobs, worker_count
 from .errors import BundleInputError, as_bool
 from .inferers import MembraneInferer
-from .instances import (
-    DEFAULT_SEED_THRESHOLD,
-    INSTANCE_MODES,
-    map_sections,
-    seed_options,
-    segment_cells,
-    segment_section,
-    stack_sections,
-)
+from .instances import DEFAULT_SEED_THRESHOLD, INSTANCE_MODES, map_sections, seed_options, segment_cells, stack_sections
 from .io import OUTPUT_FORMATS, image_stem, write_result
 from .morphology import cell_table, section_rows_2d, write_cell_table
 from .outputs import result_path
@@ -45,7 +37,7 @@ def _probability(value: object) -> np.ndarray:
 def _section_cells(prob: np.ndarray, options: dict) -> tuple[np.ndarray, list[dict]]:
     """Cells (ids of this section alone) and their table rows (``area_phys`` empty: the spacing comes with the
     image, after the sections) for one ``(Y, X)`` probability section."""
-    cells = segment_section(prob, **options)
+    cells = segment_cells(prob[None], "2d", **options)[0]
     return cells, section_rows_2d(cells)
 
 
