@@ -5,7 +5,9 @@ Fold ``k`` trains train.json (plus the recipe's override files and flags) on eve
 contiguous block, keeps the final checkpoint (no checkpoint is picked on the sections it is scored on), and scores
 it on the held-out block with evaluate.json. The held-out sections of all folds are then pooled
 (``scripts.evaluation.pooled_scores``) and, given a baseline's evaluations, compared with a paired bootstrap.
-``final`` also trains the recipe on every section, the run whose final checkpoint a release ships.
+``final`` also trains the recipe on every section, the run whose final checkpoint a release ships. It keeps the
+folds' number of optimizer steps: one epoch on every section is folds / (folds - 1) times a fold's, so its epochs are
+a fold's times (folds - 1) / folds (the recipe's schedule is in steps, not in passes over the data).
 
 Folds run ``parallel`` at a time as separate processes: 1 on a CPU, whose cores one training keeps busy; several on
 a GPU, where one small-width training leaves most of it idle. A fold whose evaluation is complete is not run again,
@@ -70,6 +72,28 @@ def config_list(config_file: str | Sequence[str]) -> list[str]:
     return files
 
 
+def final_run_flags(configs: Sequence[str], flags: Sequence[str], folds: int) -> list[str]:
+    """``flags`` with the epochs (the recipe's ``--epochs``, else the merged configs' ``epochs``) scaled by
+    ``(folds - 1) / folds``, for the final run on every section to take as many optimizer steps as each fold."""
+    from monai.bundle import ConfigParser
+    from scripts.settings import integer
+
+    flags = list(flags)
+    given = [i for i, flag in enumerate(flags) if flag.split("=")[0] == "--epochs"]
+    if given:
+        i = given[-1]
+        if "=" in flags[i]:
+            value, flags = flags[i].split("=", 1)[1], flags[:i] + flags[i + 1 :]
+        else:
+            value, flags = flags[i + 1], flags[:i] + flags[i + 2 :]
+    else:
+        value = ConfigParser.load_config_files([str(ROOT / c) if (ROOT / c).is_file() else c for c in configs])[
+            "epochs"
+        ]
+    epochs = integer(int(value) if str(value).strip().isdigit() else value, "epochs", 1, 120)  # a flag is text
+    return [*flags, "--epochs", str(max(1, round(epochs * (folds - 1) / folds)))]
+
+
 def _bundle_run(configs: Sequence[str], flags: Sequence[str]) -> list[str]:
     # one file as itself, several as a JSON list: both read back cleanly from the commands the record keeps
     config = configs[0] if len(configs) == 1 else json.dumps(list(configs))
@@ -81,6 +105,8 @@ def fold_commands(
 ) -> dict[str, list[str]]:
     """The training and evaluation commands of one fold (``fold`` -1: the final run on every section, no evaluation)."""
     run = output / ("final" if fold < 0 else f"fold{fold}")
+    if fold < 0:
+        flags = final_run_flags(configs, flags, folds)
     split = ["--val_fraction", "0"] if fold < 0 else ["--val_fraction", str(1 / folds), "--val_fold", str(fold)]
     common = ["--dataset_dir", dataset_dir, *split]
     train = _bundle_run(configs, [*common, "--output_dir", str(run), "--model_dir", str(run), "--val_interval",

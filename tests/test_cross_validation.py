@@ -7,7 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bundle.cross_validation import config_list, cross_validate, recipe_flags
+from bundle.cross_validation import config_list, cross_validate, final_run_flags, recipe_flags
 from conftest import TINY
 from scripts.errors import BundleInputError
 
@@ -31,6 +31,21 @@ def test_recipe_cannot_override_the_split_or_the_output():
         config_list("configs/train.json,configs/nope.json")
 
 
+def test_final_run_keeps_the_folds_number_of_steps():
+    # a fold trains on 4/5 of the sections: the final run on all of them takes 4/5 of its epochs
+    assert final_run_flags(["configs/train.json"], ["--epochs", "125", "--seed", "1"], 5) == [
+        "--seed",
+        "1",
+        "--epochs",
+        "100",
+    ]
+    assert final_run_flags(["configs/train.json"], ["--epochs=10"], 2) == ["--epochs", "5"]
+    assert final_run_flags(["configs/train.json"], [], 5) == ["--epochs", "80"]  # train.json's 100 epochs
+    assert final_run_flags(["configs/train.json"], ["--epochs", "1"], 2) == ["--epochs", "1"]
+    with pytest.raises(BundleInputError, match="epochs"):
+        final_run_flags(["configs/train.json"], ["--epochs", "many"], 5)
+
+
 def test_two_folds_pool_every_section_and_a_rerun_skips_them(labelled_dir: Path, tmp_path: Path):
     out = tmp_path / "cv"
     report = cross_validate(str(out), str(labelled_dir), folds=2, overrides=RECIPE, final=True)
@@ -39,6 +54,7 @@ def test_two_folds_pool_every_section_and_a_rerun_skips_them(labelled_dir: Path,
     assert 0 < report["pooled"]["v_rand"] <= 1
     assert (out / "final" / "model_final.pt").is_file() and (out / "cross_validation.json").is_file()
     assert "--val_fraction 0 " in report["commands"]["-1"]["train"]
+    assert report["commands"]["-1"]["train"].endswith("--epochs 1")  # a fold's 1 epoch: at least one
     assert "--val_fold 1" in report["commands"]["1"]["evaluate"]
     assert (
         "eval1" in report["commands"]["1"]["evaluate"] and "fold1/model_final.pt" in report["commands"]["1"]["evaluate"]
