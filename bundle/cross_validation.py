@@ -87,9 +87,8 @@ def final_run_flags(configs: Sequence[str], flags: Sequence[str], folds: int) ->
         else:
             value, flags = flags[i + 1], flags[:i] + flags[i + 2 :]
     else:
-        value = ConfigParser.load_config_files([str(ROOT / c) if (ROOT / c).is_file() else c for c in configs])[
-            "epochs"
-        ]
+        paths = [str(ROOT / c) if (ROOT / c).is_file() else c for c in configs]
+        value = ConfigParser.load_config_files(paths)["epochs"]
     epochs = integer(int(value) if str(value).strip().isdigit() else value, "epochs", 1, 120)  # a flag is text
     return [*flags, "--epochs", str(max(1, round(epochs * (folds - 1) / folds)))]
 
