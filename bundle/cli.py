@@ -220,9 +220,10 @@ def cross_validate(
     sections (final checkpoint) and is scored on it, then the held-out sections are pooled; e.g.
     ``python -m bundle cross_validate runs/cv/ctx1 --overrides="--context_sections 1"`` (with =). ``--config_file`` is
     train.json then the recipe's override files (comma-separated); ``--overrides`` the recipe's flags, given to
-    training and evaluation alike; ``--parallel`` folds at once (1 on a CPU, 5 on one GPU); ``--final true`` also
-    trains on every section (``<output>/final/model_final.pt``); ``--baseline 'runs/cv/b0/eval*'`` adds a paired
-    bootstrap against another recipe's evaluations. A rerun skips the folds already scored."""
+    training and evaluation alike; ``--parallel`` folds at once (1 or 2 on a CPU, sharing its cores; 5 on one GPU);
+    ``--final true`` also trains on every section (``<output>/final/model_final.pt``) for as many steps as a fold;
+    ``--baseline 'runs/cv/b0/eval*'`` adds a paired bootstrap against another recipe's evaluations. A rerun skips
+    the folds already scored."""
     from bundle.cross_validation import cross_validate as run
     from scripts.errors import as_bool
 

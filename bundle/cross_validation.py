@@ -9,8 +9,10 @@ it on the held-out block with evaluate.json. The held-out sections of all folds 
 folds' number of optimizer steps: one epoch on every section is folds / (folds - 1) times a fold's, so its epochs are
 a fold's times (folds - 1) / folds (the recipe's schedule is in steps, not in passes over the data).
 
-Folds run ``parallel`` at a time as separate processes: 1 on a CPU, whose cores one training keeps busy; several on
-a GPU, where one small-width training leaves most of it idle. A fold whose evaluation is complete is not run again,
+Folds run ``parallel`` at a time as separate processes, which share the machine's cores (each gets
+``cpu_count // parallel`` threads unless ``OMP_NUM_THREADS`` is set): on a CPU 1 or 2 (two single-thread runs on 2
+cores also fill the time one spends on augmentation), on a GPU several (one small-width training leaves most of it
+idle). A fold whose evaluation is complete is not run again,
 so a killed cross-validation resumes where it stopped. Everything lands in ``output``: one folder per run, one log
 per process (``logs/``), and ``cross_validation.json`` with the commands, the seconds each run took and the pooled
 scores.
@@ -19,6 +21,7 @@ scores.
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -117,11 +120,20 @@ def fold_commands(
     return {"train": train, "evaluate": evaluate}
 
 
-def _run(command: list[str], log: Path) -> float:
+def run_environment(parallel: int) -> dict[str, str]:
+    """The environment of each run: ``parallel`` runs side by side share the cores (as ``OMP_NUM_THREADS``, which
+    PyTorch reads at start-up), so that they do not oversubscribe them; a thread count the user set is kept."""
+    env = dict(os.environ)
+    if parallel > 1 and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
+def _run(command: list[str], log: Path, env: dict[str, str]) -> float:
     """Run ``command`` from the bundle root with its output in ``log``; seconds it took. Raises naming the log."""
     start = time.perf_counter()
     with open(log, "w") as stream:
-        code = subprocess.run(command, cwd=ROOT, stdout=stream, stderr=subprocess.STDOUT).returncode
+        code = subprocess.run(command, cwd=ROOT, env=env, stdout=stream, stderr=subprocess.STDOUT).returncode
     if code != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         raise RuntimeError(f"{shlex.join(command)} failed (exit {code}); see {log}:\n" + "\n".join(tail))
@@ -156,15 +168,16 @@ def cross_validate(
     logs.mkdir(parents=True, exist_ok=True)
     runs = list(range(folds)) + ([-1] if final else [])
     commands = {k: fold_commands(configs, str(dataset_dir), out, k, folds, flags, seed) for k in runs}
+    env = run_environment(parallel)
 
     def one(fold: int) -> dict[str, float]:
         name = "final" if fold < 0 else f"fold{fold}"
         done = (out / name / "model_final.pt").is_file() if fold < 0 else _complete(out / f"eval{fold}")
         if done:
             return {}
-        seconds = {"train": _run(commands[fold]["train"], logs / f"{name}.log")}
+        seconds = {"train": _run(commands[fold]["train"], logs / f"{name}.log", env)}
         if fold >= 0:
-            seconds["evaluate"] = _run(commands[fold]["evaluate"], logs / f"eval{fold}.log")
+            seconds["evaluate"] = _run(commands[fold]["evaluate"], logs / f"eval{fold}.log", env)
         return seconds
 
     record = out / "cross_validation.json"

@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from bundle.cross_validation import config_list, cross_validate, final_run_flags, recipe_flags
+from bundle import cross_validation
+from bundle.cross_validation import config_list, cross_validate, final_run_flags, recipe_flags, run_environment
 from conftest import TINY
 from scripts.errors import BundleInputError
 
@@ -44,6 +45,15 @@ def test_final_run_keeps_the_folds_number_of_steps():
     assert final_run_flags(["configs/train.json"], ["--epochs", "1"], 2) == ["--epochs", "1"]
     with pytest.raises(BundleInputError, match="epochs"):
         final_run_flags(["configs/train.json"], ["--epochs", "many"], 5)
+
+
+def test_runs_side_by_side_share_the_cores(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(cross_validation.os, "cpu_count", lambda: 16)
+    assert run_environment(4)["OMP_NUM_THREADS"] == "4" and run_environment(32)["OMP_NUM_THREADS"] == "1"
+    assert "OMP_NUM_THREADS" not in run_environment(1)  # one run: PyTorch's own default, every core
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    assert run_environment(4)["OMP_NUM_THREADS"] == "3"  # the user's choice wins
 
 
 def test_two_folds_pool_every_section_and_a_rerun_skips_them(labelled_dir: Path, tmp_path: Path):
