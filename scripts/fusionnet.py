@@ -135,7 +135,7 @@ class FusionNet(nn.Module):
             raise BundleInputError(
                 "features",
                 f"must list 5 positive widths (4 encoder levels and the bridge), got {list(features)}",
-                f'pass e.g. --features "{list(PAPER_FEATURES)}" (paper) or "[32, 32, 64, 128, 256]" (shipped model)',
+                f'pass e.g. --features "{list(PAPER_FEATURES)}" (paper) or "[16, 32, 64, 128, 256]" (shipped model)',
             )
         if res_convs < 1:
             raise BundleInputError("res_convs", f"must be at least 1, got {res_convs}", "pass e.g. --res_convs 3")

@@ -41,7 +41,7 @@ def test_final_run_keeps_the_folds_number_of_steps():
         "100",
     ]
     assert final_run_flags(["configs/train.json"], ["--epochs=10"], 2) == ["--epochs", "5"]
-    assert final_run_flags(["configs/train.json"], [], 5) == ["--epochs", "80"]  # train.json's 100 epochs
+    assert final_run_flags(["configs/train.json"], [], 5) == ["--epochs", "100"]  # train.json's 125 epochs
     assert final_run_flags(["configs/train.json"], ["--epochs", "1"], 2) == ["--epochs", "1"]
     with pytest.raises(BundleInputError, match="epochs"):
         final_run_flags(["configs/train.json"], ["--epochs", "many"], 5)

@@ -303,7 +303,6 @@ NOT_RUN = {
     "cp -r configs models scripts docs ~/monailabel": "part of the MONAI Label set-up (tests/test_monailabel.py)",
     "curl ": "talks to a running MONAI Label server: tests/test_monailabel.py",
     "tensorboard ": "starts a web server",
-    "cp runs/final_all20/": "copies the output of the 45-minute training run above it",
     "for fold in": "a shell loop: the commands inside it are checked one by one",
     "done": "the end of a shell loop",
     "python -m monai.bundle download ": "downloads a release: test_release_downloads_loads_and_infers_like_the_working_tree"
