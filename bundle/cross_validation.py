@@ -12,10 +12,9 @@ a fold's times (folds - 1) / folds (the recipe's schedule is in steps, not in pa
 Folds run ``parallel`` at a time as separate processes, which share the machine's cores (each gets
 ``cpu_count // parallel`` threads unless ``OMP_NUM_THREADS`` is set): on a CPU 1 or 2 (two single-thread runs on 2
 cores also fill the time one spends on augmentation), on a GPU several (one small-width training leaves most of it
-idle). A fold whose evaluation is complete is not run again,
-so a killed cross-validation resumes where it stopped. Everything lands in ``output``: one folder per run, one log
-per process (``logs/``), and ``cross_validation.json`` with the commands, the seconds each run took and the pooled
-scores.
+idle). A fold whose evaluation is complete is not run again, so a killed cross-validation resumes where it stopped.
+Everything lands in ``output``: one folder per run, one log per process (``logs/``), and ``cross_validation.json``
+with the commands, the seconds each run took and the pooled scores.
 """
 
 from __future__ import annotations
@@ -59,6 +58,11 @@ def recipe_flags(overrides: str | Sequence[str]) -> list[str]:
     return flags
 
 
+def _located(name: str) -> Path:
+    """A config file as the runs (started in the bundle root) find it: relative to the root first."""
+    return ROOT / name if (ROOT / name).is_file() else Path(name)
+
+
 def config_list(config_file: str | Sequence[str]) -> list[str]:
     """train.json and the recipe's override files, in merge order (a list, or a comma-separated string)."""
     from scripts.errors import BundleInputError
@@ -70,7 +74,7 @@ def config_list(config_file: str | Sequence[str]) -> list[str]:
             "--config_file", f"must start with configs/train.json, got {files}", "list train.json first"
         )
     for name in files:
-        if not (ROOT / name).is_file() and not Path(name).is_file():
+        if not _located(name).is_file():
             raise BundleInputError(name, "no such config file", "give paths relative to the bundle root")
     return files
 
@@ -90,8 +94,7 @@ def final_run_flags(configs: Sequence[str], flags: Sequence[str], folds: int) ->
         else:
             value, flags = flags[i + 1], flags[:i] + flags[i + 2 :]
     else:
-        paths = [str(ROOT / c) if (ROOT / c).is_file() else c for c in configs]
-        value = ConfigParser.load_config_files(paths)["epochs"]
+        value = ConfigParser.load_config_files([str(_located(c)) for c in configs])["epochs"]
     epochs = integer(int(value) if str(value).strip().isdigit() else value, "epochs", 1, 120)  # a flag is text
     return [*flags, "--epochs", str(max(1, round(epochs * (folds - 1) / folds)))]
 
