@@ -267,23 +267,28 @@ def benchmark(
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_table(report)
 
 
-def benchmark_job(sections: int = 30, size: int = 512, json: bool = False) -> str:
+def benchmark_job(sections: int = 30, size: int = 512, overrides: str = "", json: bool = False) -> str:
     """The whole inference job alone (the last row of ``benchmark``): inference.json's defaults in a fresh process
     on the 30-section ISBI test stack (a generated one of ``sections`` x ``size`` x ``size`` where it is absent),
-    as seconds per section and useful network GFLOP/s against the measured matmul peak."""
+    as seconds per section and useful network GFLOP/s against the measured matmul peak. ``--overrides`` times a
+    variant, e.g. ``--overrides="--tta false"`` (with =)."""
     import json as json_module
+    import shlex
 
     import torch
     from bundle.benchmark import inference_defaults, matmul_peak
     from bundle.benchmark_job import format_job, job_benchmark
-    from scripts.errors import as_bool
+    from scripts.errors import BundleInputError, as_bool
     from scripts.inferers import native_bf16
     from scripts.settings import integer
 
     native = native_bf16(torch.device("cpu"))
     peaks = {p: matmul_peak(p) for p in (("fp32", "bf16") if native else ("fp32",))}
     features = inference_defaults()["features"]
-    row = job_benchmark(peaks, native, features, integer(sections, "sections", 1, 30), integer(size, "size", 16, 512))
+    if isinstance(overrides, bool):  # fire reads a value that starts with -- as a flag of its own
+        raise BundleInputError("--overrides", "got no value", 'join it with =: --overrides="--tta false"')
+    row = job_benchmark(peaks, native, features, integer(sections, "sections", 1, 30), integer(size, "size", 16, 512),
+                        shlex.split(overrides))  # fmt: skip
     row["peak_gflops"] = peaks
     return json_module.dumps(row, indent=2) if as_bool(json, "json") else format_job(row)
 

@@ -12,7 +12,8 @@ a fold's times (folds - 1) / folds (the recipe's schedule is in steps, not in pa
 Folds run ``parallel`` at a time as separate processes, which share the machine's cores (each gets
 ``cpu_count // parallel`` threads unless ``OMP_NUM_THREADS`` is set): on a CPU 1 or 2 (two single-thread runs on 2
 cores also fill the time one spends on augmentation), on a GPU several (one small-width training leaves most of it
-idle). A fold whose evaluation is complete is not run again, so a killed cross-validation resumes where it stopped.
+idle). A fold whose evaluation is complete is not run again, and a fold killed while training goes on from its
+newest full checkpoint, so a killed cross-validation resumes where it stopped (a long CPU one can span sessions).
 Everything lands in ``output``: one folder per run, one log per process (``logs/``), and ``cross_validation.json``
 with the commands, the seconds each run took and the pooled scores.
 """
@@ -25,6 +26,7 @@ import shlex
 import subprocess
 import sys
 import time
+import zipfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -115,7 +117,7 @@ def fold_commands(
     split = ["--val_fraction", "0"] if fold < 0 else ["--val_fraction", str(1 / folds), "--val_fold", str(fold)]
     common = ["--dataset_dir", dataset_dir, *split]
     train = _bundle_run(configs, [*common, "--output_dir", str(run), "--model_dir", str(run), "--val_interval",
-                                  "1000000", "--save_interval", "0", "--seed", str(seed), *flags])  # fmt: skip
+                                  "1000000", "--seed", str(seed), *flags])  # fmt: skip
     if fold < 0:
         return {"train": train}
     evaluate = _bundle_run([*configs, "configs/evaluate.json"], [*common, "--subset", "validation", "--ckpt_path",
@@ -132,10 +134,11 @@ def run_environment(parallel: int) -> dict[str, str]:
     return env
 
 
-def _run(command: list[str], log: Path, env: dict[str, str]) -> float:
-    """Run ``command`` from the bundle root with its output in ``log``; seconds it took. Raises naming the log."""
+def _run(command: list[str], log: Path, env: dict[str, str], append: bool = False) -> float:
+    """Run ``command`` from the bundle root with its output in ``log`` (after what is there with ``append``); seconds
+    it took. Raises naming the log."""
     start = time.perf_counter()
-    with open(log, "w") as stream:
+    with open(log, "a" if append else "w") as stream:
         code = subprocess.run(command, cwd=ROOT, env=env, stdout=stream, stderr=subprocess.STDOUT).returncode
     if code != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
@@ -145,6 +148,47 @@ def _run(command: list[str], log: Path, env: dict[str, str]) -> float:
 
 def _complete(evaluation: Path) -> bool:
     return (evaluation / "metrics.csv").is_file()
+
+
+def _trained(run: Path) -> bool:
+    # torch.save writes a zip archive: one cut off by a kill has no central directory and is trained again
+    return zipfile.is_zipfile(run / "model_final.pt")
+
+
+def resume_epoch(run: Path) -> int | None:
+    """The epoch of the newest complete full checkpoint in a run folder that has no final model yet (a training that
+    was killed), or None: such a run goes on from there with ``--resume true`` instead of starting over."""
+    from scripts.errors import BundleInputError
+    from scripts.resume import checkpoint_epoch, latest_checkpoint
+
+    if _trained(run):
+        return None
+    try:
+        return checkpoint_epoch(latest_checkpoint(run))
+    except BundleInputError:
+        return None
+
+
+def run_fold(fold: int, commands: dict[str, list[str]], output: Path, env: dict[str, str]) -> dict[str, float]:
+    """Train and score one fold (``fold`` -1: the final run, trained only) unless done; seconds per stage run now.
+
+    A complete evaluation skips the fold; a complete ``model_final.pt`` skips its training; a killed training goes on
+    from its newest full checkpoint (train.json writes one every ``save_interval`` epochs, exactly resumable), and
+    ``resumed_from_epoch`` says so: its ``train`` seconds are then those of this call only."""
+    name = "final" if fold < 0 else f"fold{fold}"
+    run, logs = output / name, output / "logs"
+    if _trained(run) if fold < 0 else _complete(output / f"eval{fold}"):
+        return {}
+    seconds: dict[str, float] = {}
+    if not _trained(run):
+        epoch = resume_epoch(run)
+        resume = ["--resume", "true"] if epoch is not None else []
+        seconds["train"] = _run(commands["train"] + resume, logs / f"{name}.log", env, append=epoch is not None)
+        if epoch is not None:
+            seconds["resumed_from_epoch"] = epoch
+    if fold >= 0:
+        seconds["evaluate"] = _run(commands["evaluate"], logs / f"eval{fold}.log", env)
+    return seconds
 
 
 def cross_validate(
@@ -173,20 +217,13 @@ def cross_validate(
     commands = {k: fold_commands(configs, str(dataset_dir), out, k, folds, flags, seed) for k in runs}
     env = run_environment(parallel)
 
-    def one(fold: int) -> dict[str, float]:
-        name = "final" if fold < 0 else f"fold{fold}"
-        done = (out / name / "model_final.pt").is_file() if fold < 0 else _complete(out / f"eval{fold}")
-        if done:
-            return {}
-        seconds = {"train": _run(commands[fold]["train"], logs / f"{name}.log", env)}
-        if fold >= 0:
-            seconds["evaluate"] = _run(commands[fold]["evaluate"], logs / f"eval{fold}.log", env)
-        return seconds
-
     record = out / "cross_validation.json"
     earlier = json.loads(record.read_text()).get("seconds", {}) if record.is_file() else {}
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        seconds = {str(k): s or earlier.get(str(k), {}) for k, s in zip(runs, pool.map(one, runs))}
+        seconds = {
+            str(k): s or earlier.get(str(k), {})
+            for k, s in zip(runs, pool.map(lambda k: run_fold(k, commands[k], out, env), runs))
+        }
     evaluations = [out / f"eval{k}" for k in range(folds)]
     report: dict[str, Any] = {
         "commands": {str(k): {stage: shlex.join(c) for stage, c in commands[k].items()} for k in runs},

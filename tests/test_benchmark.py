@@ -138,3 +138,30 @@ def test_whole_job_row_times_inference_json_end_to_end() -> None:
     assert row["seconds"] > 0 and row["seconds_per_section"] == row["seconds"] / 2
     assert row["fraction_of_peak"]["bf16"] == pytest.approx(row["fraction_of_peak"]["fp32"] / 2)
     assert "whole job" in format_job(row)
+
+
+def test_whole_job_variant_is_timed_with_its_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``benchmark_job --overrides="--tta false"`` times the one-pass job, and its line says which job it timed."""
+    import bundle.benchmark
+    import bundle.benchmark_job
+    from bundle.benchmark_job import format_job
+    from bundle.cli import benchmark_job
+    from scripts.errors import BundleInputError
+
+    seen: list[list[str]] = []
+
+    def fake_job(stack: Path, out: Path, overrides: list[str]) -> float:
+        out.mkdir()
+        seen.append(overrides)
+        return 2.0
+
+    monkeypatch.setattr(bundle.benchmark, "matmul_peak", lambda precision: 100.0)
+    monkeypatch.setattr(bundle.benchmark_job, "run_job", fake_job)
+    monkeypatch.setattr(bundle.benchmark_job, "useful_gflop_per_section", lambda features, size: 1.0)
+    line = benchmark_job(sections=2, size=64, overrides="--tta false")
+    assert seen == [["--tta", "false"]] and line.startswith("whole job (--tta false,")
+    assert format_job({**json.loads(benchmark_job(sections=2, size=64, json=True)), "overrides": []}).startswith(
+        "whole job (inference.json defaults,"
+    )
+    with pytest.raises(BundleInputError, match="join it with ="):
+        benchmark_job(overrides=True)  # what fire passes for --overrides "--tta false"

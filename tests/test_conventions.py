@@ -104,6 +104,18 @@ def test_evaluation_scores_what_inference_runs() -> None:
     assert evaluation["validate"]["evaluator"]["network"] == "@network"
 
 
+def test_inference_averages_the_eight_flips_by_default_and_the_fast_variant_runs_one_pass() -> None:
+    """The paper's test-time augmentation is the default (it raised pooled five-fold V_rand by 0.006, docs/README.md
+    "Test-time augmentation"); evaluation scores the same setting, and inference_fast.yaml is the one-pass job."""
+    wf = ConfigWorkflow(
+        config_file=[str(ROOT / "configs" / "inference.json"), str(FAST)], meta_file=str(ROOT / "configs" / "metadata.json"),
+        logging_file=False, workflow_type="infer", bundle_root=str(ROOT),
+    )  # fmt: skip
+    inference = ConfigParser.load_config_files(str(ROOT / "configs" / "inference.json"))
+    assert inference["tta"] is True and inference["inferer"]["tta"] == "@tta"
+    assert wf.parser.get_parsed_content("inferer").tta is False
+
+
 def test_evaluate_json_is_a_short_override_of_train_json() -> None:
     """The model zoo's layout: evaluate.json sets keys of train.json (validate#...) and runs its evaluator, without
     copying train.json's network, data or transforms."""

@@ -7,8 +7,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from bundle import cross_validation
-from bundle.cross_validation import config_list, cross_validate, final_run_flags, recipe_flags, run_environment
+from bundle.cross_validation import (
+    config_list,
+    cross_validate,
+    final_run_flags,
+    fold_commands,
+    recipe_flags,
+    run_environment,
+)
 from conftest import TINY
 from scripts.errors import BundleInputError
 
@@ -76,3 +84,40 @@ def test_two_folds_pool_every_section_and_a_rerun_skips_them(labelled_dir: Path,
     assert (out / "eval0" / "metrics.csv").stat().st_mtime_ns == scored  # not trained or scored again
     assert again["seconds"] == report["seconds"] and again["pooled"]["v_rand"] == report["pooled"]["v_rand"]
     assert again["against_baseline"]["difference"]["v_rand"] == 0
+
+
+def test_a_killed_fold_goes_on_from_its_checkpoint_and_a_trained_one_is_only_scored(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    calls: list[tuple[list[str], bool]] = []
+    monkeypatch.setattr(
+        cross_validation, "_run", lambda command, log, env, append=False: calls.append((command, append)) or 1.0
+    )
+    commands = {"train": ["train"], "evaluate": ["evaluate"]}
+    (tmp_path / "logs").mkdir()
+    killed, trained = tmp_path / "fold0", tmp_path / "fold1"
+    killed.mkdir()
+    trained.mkdir()
+    torch.save({"epoch": 10}, killed / "checkpoint_epoch=10.pt")
+    (killed / "checkpoint_epoch=15.pt").write_bytes(b"cut off while saving")  # not a complete file: skipped
+    torch.save({}, trained / "model_final.pt")
+
+    assert cross_validation.run_fold(0, commands, tmp_path, {}) == {
+        "train": 1.0,
+        "resumed_from_epoch": 10,
+        "evaluate": 1.0,
+    }
+    assert calls == [(["train", "--resume", "true"], True), (["evaluate"], False)]  # the log goes on too
+    calls.clear()
+    assert cross_validation.run_fold(1, commands, tmp_path, {}) == {"evaluate": 1.0}
+    assert calls == [(["evaluate"], False)]
+    calls.clear()
+    assert cross_validation.run_fold(2, commands, tmp_path, {}) == {"train": 1.0, "evaluate": 1.0}  # a fresh fold
+    assert calls[0] == (["train"], False)
+    assert cross_validation.resume_epoch(trained) is None and cross_validation.resume_epoch(tmp_path / "none") is None
+
+
+def test_fold_training_writes_resumable_checkpoints(tmp_path: Path):
+    """The fold commands keep train.json's full checkpoints (every save_interval epochs), which resuming needs."""
+    train = fold_commands(["configs/train.json"], "data", tmp_path, 0, 5, [], 0)["train"]
+    assert "--save_interval" not in train and "--resume" not in train
