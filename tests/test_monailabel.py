@@ -32,6 +32,7 @@ from monai.bundle import ConfigParser, ConfigWorkflow
 from PIL import Image
 from scripts.annotation import AnnotatedDataset, ToLabelMaskd, labels_from_mask, read_annotated
 from scripts.errors import BundleInputError
+from scripts.inferers import membrane_probability
 from scripts.io import read_stack
 from scripts.synthetic import make_em_stack
 from scripts.transforms import MakeTargetd
@@ -147,7 +148,8 @@ def test_metadata_declares_logits_and_the_inferer_monailabel_runs_gives_probabil
         prob = parser.get_parsed_content("inferer", instantiate=True)(x, network)
     assert logits.min() > 1.0  # not probabilities: logits (a bias of 3 puts them near 3)
     assert 0.0 <= prob.min() and prob.max() <= 1.0
-    torch.testing.assert_close(prob, torch.sigmoid(logits), atol=1e-5, rtol=1e-4)
+    # the sigmoid of the logits, averaged over the 8 flips/rotations (inference.json's tta)
+    torch.testing.assert_close(prob, membrane_probability(x, network, tta=True), atol=1e-5, rtol=1e-4)
 
 
 def test_train_json_trains_from_monailabels_datalist_overrides(tmp_path: Path) -> None:
