@@ -98,7 +98,7 @@ def job_benchmark(
 def format_job(row: dict[str, Any]) -> str:
     """One line for the report."""
     fractions = ", ".join(f"{f:.2f} of the {p} peak" for p, f in row["fraction_of_peak"].items())
-    settings = " ".join(row.get("overrides", [])) or "inference.json defaults"
+    settings = " ".join(row["overrides"]) or "inference.json defaults"
     return (
         f"whole job ({settings}, start-up included) on the {row['stack']}: {row['seconds']:.1f} s, "
         f"{row['seconds_per_section']:.3f} s/section, useful {row['useful_gflops']:.0f} GFLOP/s = {fractions}"

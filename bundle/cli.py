@@ -4,6 +4,7 @@ e.g. ``python -m bundle train --dataset_dir D --features "[16,32,64,128,256]" --
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,18 @@ def check_override_keys(config_file: str | list[str], overrides: dict[str, Any])
         close = difflib.get_close_matches(top, sorted(known - _RUN_KEYS), n=1)
         fix = f"did you mean --{close[0]}?" if close else f"use a top-level key of {names} (or key#subkey)"
         raise BundleInputError(f"--{key}", f"is not a setting of {names}, so it would be ignored", fix)
+
+
+def override_flags(overrides: str | Sequence[str] | bool, example: str) -> list[str]:
+    """``--overrides``: flags for another command, as one shell-quoted string (or a list). fire reads a value that
+    starts with -- as a flag of its own (``True`` here), so that is refused with ``example`` (e.g. ``--epochs 2``)."""
+    import shlex
+
+    from scripts.errors import BundleInputError
+
+    if isinstance(overrides, bool):
+        raise BundleInputError("--overrides", "got no value", f'join it with =: --overrides="{example}"')
+    return shlex.split(overrides) if isinstance(overrides, str) else [str(f) for f in overrides]
 
 
 #: overrides that name files or folders: fire may have parsed them as numbers or tuples
@@ -273,22 +286,20 @@ def benchmark_job(sections: int = 30, size: int = 512, overrides: str = "", json
     as seconds per section and useful network GFLOP/s against the measured matmul peak. ``--overrides`` times a
     variant, e.g. ``--overrides="--tta false"`` (with =)."""
     import json as json_module
-    import shlex
 
     import torch
     from bundle.benchmark import inference_defaults, matmul_peak
     from bundle.benchmark_job import format_job, job_benchmark
-    from scripts.errors import BundleInputError, as_bool
+    from scripts.errors import as_bool
     from scripts.inferers import native_bf16
     from scripts.settings import integer
 
     native = native_bf16(torch.device("cpu"))
     peaks = {p: matmul_peak(p) for p in (("fp32", "bf16") if native else ("fp32",))}
     features = inference_defaults()["features"]
-    if isinstance(overrides, bool):  # fire reads a value that starts with -- as a flag of its own
-        raise BundleInputError("--overrides", "got no value", 'join it with =: --overrides="--tta false"')
+    flags = override_flags(overrides, "--tta false")
     row = job_benchmark(peaks, native, features, integer(sections, "sections", 1, 30), integer(size, "size", 16, 512),
-                        shlex.split(overrides))  # fmt: skip
+                        flags)  # fmt: skip
     row["peak_gflops"] = peaks
     return json_module.dumps(row, indent=2) if as_bool(json, "json") else format_job(row)
 

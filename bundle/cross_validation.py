@@ -47,11 +47,10 @@ OWNED_FLAGS = (
 
 def recipe_flags(overrides: str | Sequence[str]) -> list[str]:
     """The recipe's extra flags (a shell-quoted string or a list), refused if they set a flag this command owns."""
+    from bundle.cli import override_flags
     from scripts.errors import BundleInputError
 
-    if isinstance(overrides, bool):  # fire reads a value that starts with -- as a flag of its own
-        raise BundleInputError("--overrides", "got no value", 'join it with =: --overrides="--epochs 128"')
-    flags = shlex.split(overrides) if isinstance(overrides, str) else [str(f) for f in overrides]
+    flags = override_flags(overrides, "--epochs 128")
     for flag in flags:
         if flag.split("=")[0] in OWNED_FLAGS:
             raise BundleInputError(
@@ -156,13 +155,11 @@ def _trained(run: Path) -> bool:
 
 
 def resume_epoch(run: Path) -> int | None:
-    """The epoch of the newest complete full checkpoint in a run folder that has no final model yet (a training that
-    was killed), or None: such a run goes on from there with ``--resume true`` instead of starting over."""
+    """The epoch of the newest complete full checkpoint in the folder of a run that was killed while training, or
+    None: such a run goes on from there with ``--resume true`` instead of starting over."""
     from scripts.errors import BundleInputError
     from scripts.resume import checkpoint_epoch, latest_checkpoint
 
-    if _trained(run):
-        return None
     try:
         return checkpoint_epoch(latest_checkpoint(run))
     except BundleInputError:
@@ -177,10 +174,11 @@ def run_fold(fold: int, commands: dict[str, list[str]], output: Path, env: dict[
     ``resumed_from_epoch`` says so: its ``train`` seconds are then those of this call only."""
     name = "final" if fold < 0 else f"fold{fold}"
     run, logs = output / name, output / "logs"
-    if _trained(run) if fold < 0 else _complete(output / f"eval{fold}"):
+    trained = _trained(run)
+    if trained if fold < 0 else _complete(output / f"eval{fold}"):
         return {}
     seconds: dict[str, float] = {}
-    if not _trained(run):
+    if not trained:
         epoch = resume_epoch(run)
         resume = ["--resume", "true"] if epoch is not None else []
         seconds["train"] = _run(commands["train"] + resume, logs / f"{name}.log", env, append=epoch is not None)
