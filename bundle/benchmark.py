@@ -9,16 +9,16 @@ CUDA GPU the rows share one process and report the peak memory PyTorch allocated
 from __future__ import annotations
 
 import json
-import multiprocessing as mp
 import resource
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
+from bundle.measure import count_flops, in_fresh_process
 
 INFERENCE_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "inference.json"
 FULL = (64, 128, 256, 512, 1024)
@@ -112,15 +112,6 @@ def matmul_peak(precision: str, device: torch.device | None = None, seconds: flo
         return 2 * n**3 * count / (time.perf_counter() - start) / 1e9
 
 
-def count_flops(fn: Callable[[], Any]) -> int:
-    """FLOPs of everything ``fn`` runs, counted by ``torch.utils.flop_counter.FlopCounterMode``."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
-
-
 def _inference_run(
     features: Sequence[int],
     variant: str,
@@ -176,12 +167,6 @@ def _inference_run(
         "gflop_per_section": flops / 1e9,
         "peak_memory_mb": memory,
     }
-
-
-def in_fresh_process(fn: Callable[..., dict], *args: Any) -> dict:
-    """``fn(*args)`` in a new (spawned) Python process, so that its peak resident memory is its own."""
-    with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(fn, args)
 
 
 def training_overhead(

@@ -40,7 +40,7 @@ def job_stack(folder: Path, sections: int = 30, size: int = 512) -> tuple[Path, 
 
 def useful_gflop_per_section(features: Sequence[int], size: int) -> float:
     """GFLOP of one forward pass of FusionNet at ``features`` over one ``size`` x ``size`` section."""
-    from bundle.benchmark import count_flops
+    from bundle.measure import count_flops
     from scripts.fusionnet import FusionNet
 
     network = FusionNet(features=tuple(features)).eval()

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bundle.benchmark import in_fresh_process
+from bundle.measure import in_fresh_process
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 

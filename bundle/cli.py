@@ -4,60 +4,19 @@ e.g. ``python -m bundle train --dataset_dir D --features "[16,32,64,128,256]" --
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from bundle.flags import folders, override_flags
 from bundle.pack import pack
+from scripts.overrides import RUN_KEYS as _RUN_KEYS  # noqa: F401 (tests/test_packaging.py reads it here)
+from scripts.overrides import check_override_keys
 
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = BUNDLE_ROOT / "configs"
 SAMPLE_DIR = str(BUNDLE_ROOT / "sample")
 METADATA_SCHEMA = BUNDLE_ROOT / "bundle" / "metadata_schema.json"
 META_FILE = str(CONFIGS / "metadata.json")
-
-
-# keys of ``monai.bundle run`` itself (and of the MLflow tracking it can add), not of the config
-_RUN_KEYS = {
-    "run_id", "init_id", "final_id", "meta_file", "config_file", "logging_file", "tracking", "args_file",
-    "workflow_name", "workflow_type", "properties_path", "tracking_uri", "experiment_name", "run_name",
-    "save_execute_config",
-}  # fmt: skip
-
-
-def check_override_keys(config_file: str | list[str], overrides: dict[str, Any]) -> None:
-    """Reject an override that names no top-level key of ``config_file`` (merged, if a list).
-
-    MONAI adds unknown keys to the config without a word, so a misspelt ``--epoch 5`` would otherwise train for
-    the default number of epochs. For ``a#b#c`` overrides only ``a`` is checked.
-    """
-    import difflib
-
-    from monai.bundle import ConfigParser
-    from scripts.errors import BundleInputError
-
-    files = [config_file] if isinstance(config_file, str) else list(config_file)
-    known = set(ConfigParser.load_config_files(files)) | _RUN_KEYS | {"_meta_"}
-    for key in overrides:
-        top = str(key).split("#")[0]
-        if top in known:
-            continue
-        names = ", ".join(Path(f).name for f in files)
-        close = difflib.get_close_matches(top, sorted(known - _RUN_KEYS), n=1)
-        fix = f"did you mean --{close[0]}?" if close else f"use a top-level key of {names} (or key#subkey)"
-        raise BundleInputError(f"--{key}", f"is not a setting of {names}, so it would be ignored", fix)
-
-
-def override_flags(overrides: str | Sequence[str] | bool, example: str) -> list[str]:
-    """``--overrides``: flags for another command, as one shell-quoted string (or a list). fire reads a value that
-    starts with -- as a flag of its own (``True`` here), so that is refused with ``example`` (e.g. ``--epochs 2``)."""
-    import shlex
-
-    from scripts.errors import BundleInputError
-
-    if isinstance(overrides, bool):
-        raise BundleInputError("--overrides", "got no value", f'join it with =: --overrides="{example}"')
-    return shlex.split(overrides) if isinstance(overrides, str) else [str(f) for f in overrides]
 
 
 #: overrides that name files or folders: fire may have parsed them as numbers or tuples
@@ -99,6 +58,17 @@ def train(**overrides: Any) -> None:
     _run_workflow("train.json", overrides)
 
 
+def finetune(**overrides: Any) -> None:
+    """Fine-tune the shipped model (or --ckpt_path) on a few labelled sections in --dataset_dir.
+
+    Runs ``['configs/train.json','configs/finetune.json']``: starts from models/model.pt at its width, trains for
+    --steps (default 200) at a tenth of train.json's learning rate, without validation, and writes the last epoch's
+    weights to runs/finetune/models/model.pt (--output_dir moves the run; --model_dir the weights), never over
+    models/. Infer with them: ``python -m bundle infer --ckpt_path runs/finetune/models/model.pt``.
+    """
+    _run_workflow(["train.json", "finetune.json"], overrides)
+
+
 def evaluate(**overrides: Any) -> None:
     """Score a model on a labelled --dataset_dir; writes metrics.csv to --output_dir (default runs/evaluate).
 
@@ -117,6 +87,16 @@ def make_sample(output_dir: str = SAMPLE_DIR, sections: int = 6, size: int = 256
     write_tiff(Path(output_dir) / "em-volume.tif", image)
     write_tiff(Path(output_dir) / "em-labels.tif", label)
     return str(output_dir)
+
+
+def figure(
+    output: str = "docs/isbi2012_example.png", section: int = 0, y: int = 128, x: int = 128, size: int = 256
+) -> str:
+    """The model card's picture: a crop of an ISBI 2012 training section (../shared/data), segmented by the shipped
+    model in one pass (python -m bundle infer --tta false), beside its membrane map and cells, as a small PNG."""
+    from bundle.figure import make_figure
+
+    return make_figure(output, section=section, y=y, x=x, size=size)
 
 
 def make_datalist(image: str, label: str, output: str = "runs/datalist.json") -> str:
@@ -182,31 +162,12 @@ def score_instances(seg: str, labels: str, z_start: int = 0, z_stop: int | None 
     return score_instance_files(seg, labels, z_start, z_stop)
 
 
-def _folders(patterns: tuple[str, ...] | str) -> list[str]:
-    """Folders named by ``patterns`` (each a folder, a comma-separated list or a glob such as runs/cv/fold*), in
-    sorted order within each glob; a glob that matches nothing is an error."""
-    import glob
-
-    from scripts.errors import BundleInputError
-
-    names = [
-        part for pattern in ([patterns] if isinstance(patterns, str) else patterns) for part in str(pattern).split(",")
-    ]
-    folders: list[str] = []
-    for name in filter(None, names):
-        matches = sorted(glob.glob(name)) if glob.has_magic(name) else [name]
-        if not matches:
-            raise BundleInputError(name, "matches no folder", "give evaluate.json output folders, e.g. 'runs/cv/fold*'")
-        folders.extend(matches)
-    return folders
-
-
 def pool_scores(*evaluations: str) -> dict:
     """V_rand, V_info and Dice over the sections of several evaluate.json output folders taken together, e.g. the
     held-out folds of a cross-validation: ``python -m bundle pool_scores 'runs/cv/fusionnet_fold*'``."""
     from scripts.evaluation import pooled_scores
 
-    return pooled_scores(_folders(evaluations))
+    return pooled_scores(folders(evaluations))
 
 
 def compare_scores(evaluations: str, baseline: str, resamples: int = 2000, seed: int = 0) -> dict:
@@ -215,7 +176,7 @@ def compare_scores(evaluations: str, baseline: str, resamples: int = 2000, seed:
     ``python -m bundle compare_scores 'runs/cv/fusionnet_fold*' 'runs/cv/basicunet_fold*'``."""
     from scripts.evaluation import compare_pooled
 
-    return compare_pooled(_folders(evaluations), _folders(baseline), resamples=int(resamples), seed=int(seed))
+    return compare_pooled(folders(evaluations), folders(baseline), resamples=int(resamples), seed=int(seed))
 
 
 def cross_validate(
@@ -345,6 +306,7 @@ def benchmark_dask(
 COMMANDS = {
     "infer": infer,
     "train": train,
+    "finetune": finetune,
     "evaluate": evaluate,
     "score_instances": score_instances,
     "pool_scores": pool_scores,
@@ -357,6 +319,7 @@ COMMANDS = {
     "benchmark_dask": benchmark_dask,
     "make_sample": make_sample,
     "make_datalist": make_datalist,
+    "figure": figure,
     "verify": verify,
     "metadata_requirements": metadata_requirements,
     "pack": pack,

@@ -47,7 +47,7 @@ OWNED_FLAGS = (
 
 def recipe_flags(overrides: str | Sequence[str]) -> list[str]:
     """The recipe's extra flags (a shell-quoted string or a list), refused if they set a flag this command owns."""
-    from bundle.cli import override_flags
+    from bundle.flags import override_flags
     from scripts.errors import BundleInputError
 
     flags = override_flags(overrides, "--epochs 128")
@@ -229,8 +229,8 @@ def cross_validate(
         "pooled": pooled_scores(evaluations),
     }
     if baseline:
-        from bundle.cli import _folders
+        from bundle.flags import folders
 
-        report["against_baseline"] = compare_pooled(evaluations, _folders(baseline))
+        report["against_baseline"] = compare_pooled(evaluations, folders(baseline))
     record.write_text(json.dumps(report, indent=2, default=str))
     return report

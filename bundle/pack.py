@@ -4,8 +4,8 @@
 Writes, under ``output_dir``:
 
 - ``<bundle_name>_v<version>.zip``: one top-level folder ``<bundle_name>/`` with ``configs/``, ``models/``,
-  ``scripts/``, ``docs/``, ``sample/``, ``LICENSE`` and ``large_files.yml`` (the layout ``python -m monai.bundle
-  download`` unpacks);
+  ``scripts/``, ``docs/`` (the model card README.md, the research record experiments.md it links to, its picture),
+  ``sample/``, ``LICENSE`` and ``large_files.yml`` (the layout ``python -m monai.bundle download`` unpacks);
   no tests, caches, runs or build outputs. Entries are sorted and time-stamped 1980-01-01, so the same files
   always give the same zip and checksum.
 - ``<zip>.sha256``: the zip's SHA-256 in ``sha256sum`` format (``sha256sum -c`` checks it).
@@ -40,7 +40,10 @@ DIST_DIR = str(BUNDLE_ROOT / "dist")
 ROOT_DIR = str(BUNDLE_ROOT)
 PACKED_FOLDERS = ("configs", "docs", "models", "sample", "scripts")
 PACKED_FILES = ("LICENSE", "large_files.yml")  # large_files.yml: where present
-REQUIRED_FILES = ("configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md", "LICENSE")
+REQUIRED_FILES = (
+    "configs/metadata.json", "configs/inference.json", "models/model.pt", "docs/README.md", "docs/experiments.md",
+    "LICENSE",
+)  # fmt: skip
 SKIPPED_NAMES = frozenset({"__pycache__", ".pytest_cache", ".ipynb_checkpoints", ".DS_Store", ".git"})
 SKIPPED_SUFFIXES = (".pyc", ".pyo", ".part", ".swp")
 # MONAI splits model_info keys "<name>_v<version>" at the first "_v" (regex r"_v\d*."), so a name must not contain one.

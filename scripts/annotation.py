@@ -19,6 +19,10 @@ label files that ``--dataset_dir`` reads (0 = membrane, 255 = cell).
   ``validate#dataset#data`` with ``[{"image": path, "label": path}, ...]`` from its datastore; those pairs are read,
   their masks converted to the labels of ``target`` and split into sections. Items already in memory (what
   ``scripts.data.split_labelled`` makes from ``--dataset_dir``) pass through unchanged.
+- ``/train`` fine-tunes the served model: ``BundleTrainTask``'s ``pretrained`` option (on by default) puts a MONAI
+  ``CheckpointLoader`` of ``<bundle_root>/models/model.pt`` at the front of ``train#handlers``, which loads it into
+  ``network`` when the trainer starts (tests/test_monailabel.py checks the first step's weights, and the first loss
+  against the shipped model's). Outside MONAI Label, ``configs/finetune.json`` does the same for train.json.
 - ``train.json`` writes ``model.pt`` / ``model_final.pt`` to ``<bundle_root>/models`` (``model_dir``), as every
   model-zoo bundle does, so they replace the ones the MONAI Label server's inference task loads.
 """

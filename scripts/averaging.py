@@ -4,7 +4,7 @@
 FusionNet's validation V_rand swings by up to 0.15 between neighbouring validations of one training (0.79-0.95 on
 ISBI sections 16-19) while the training loss moves smoothly: single merges flip the score. Averaging the weights
 over the last hundred steps or so was meant to give a model in the middle of that noise. One 120-epoch ISBI run with
-``ema_momentum`` 0.01 steadied Dice and V_info but not V_rand, so averaging is off by default (docs/README.md).
+``ema_momentum`` 0.01 steadied Dice and V_info but not V_rand, so averaging is off by default (docs/experiments.md).
 """
 
 from __future__ import annotations

@@ -6,6 +6,8 @@ model) the model zoo's way: a :class:`CheckpointLoader` handler called in ``init
 
 from __future__ import annotations
 
+import importlib
+import logging
 import os
 import pickle
 import zipfile
@@ -17,9 +19,62 @@ from torch import nn
 from .errors import BundleInputError
 from .settings import path_setting
 
+logger = logging.getLogger(__name__)
+
+#: Where the classes of a network saved whole (``torch.save(model)`` instead of its ``state_dict()``) must come from
+#: for the bundle to read it: its own networks and the PyTorch and MONAI layers they are built of.
+NETWORK_MODULES = ("scripts.", "torch.nn.modules.", "monai.networks.")
+
+
+def _pickled_globals(path: str) -> list[str]:
+    """The classes and functions that unpickling ``path`` would import (``module.name``), read without unpickling
+    anything; [] for a file that is not a readable zip checkpoint (legacy, corrupt or not PyTorch at all)."""
+    try:
+        return sorted(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:
+        return []
+
+
+def _network_class(name: str) -> type | None:
+    """The ``nn.Module`` class ``name`` (``module.Class``) if its module is one of :data:`NETWORK_MODULES`, else None."""
+    module, _, attribute = name.rpartition(".")
+    if not module.startswith(NETWORK_MODULES):
+        return None
+    try:
+        cls = getattr(importlib.import_module(module), attribute)
+    except (ImportError, AttributeError):
+        return None
+    return cls if isinstance(cls, type) and issubclass(cls, nn.Module) else None
+
+
+def _whole_network_weights(path: str, names: list[str]) -> dict[str, torch.Tensor]:
+    """The state dict of the network that ``path`` holds whole (``torch.save(model)``), whose pickle names the
+    globals ``names``: read with PyTorch's safe unpickler allowing just those classes when every one is a layer of
+    :data:`NETWORK_MODULES`, so no code in the file runs; a ``BundleInputError`` naming the first other global."""
+    classes = [_network_class(name) for name in names]
+    if None in classes:
+        other = names[classes.index(None)]
+        fix = "save the weights alone with torch.save(model.state_dict(), 'model.pt') and pass that file"
+        raise BundleInputError(path, f"is not a state dict and needs code to be unpickled ({other})", fix)
+    with torch.serialization.safe_globals(classes):
+        whole = torch.load(path, map_location="cpu", weights_only=True)
+    network = whole.get("model") if isinstance(whole, dict) else whole
+    if not isinstance(network, nn.Module):
+        raise BundleInputError(path, "does not hold a model state dict", "pass a model.pt saved by this bundle")
+    logger.info(
+        f"{path} holds a whole {type(network).__name__} (torch.save(model)); its weights are used. "
+        "torch.save(model.state_dict(), path) saves the weights alone, as the bundle does"
+    )
+    return network.state_dict()
+
 
 def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Read a state dict saved by the bundle (plain, or under a "model" key), safely (``weights_only``)."""
+    """Read a state dict saved by the bundle (plain, or under a "model" key), safely (``weights_only``).
+
+    A network saved whole (``torch.save(model)``, plain or under "model") gives its ``state_dict()`` if it is built of
+    this bundle's, PyTorch's and MONAI's layers alone (read with PyTorch's safe unpickler, which allows just those
+    classes); any other pickled object is refused with one line saying how to save the weights alone.
+    """
     path = str(path)
     if not os.path.isfile(path):
         raise BundleInputError(
@@ -31,9 +86,13 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (RuntimeError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        raise BundleInputError(
-            path, f"is not a readable PyTorch checkpoint ({e})", "re-download or retrain model.pt"
-        ) from e
+        names = _pickled_globals(path) if isinstance(e, pickle.UnpicklingError) else []
+        if not names:  # not a class or function the safe unpickler refused: a damaged or foreign file
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise BundleInputError(
+                path, f"is not a readable PyTorch checkpoint ({first})", "re-download or retrain model.pt"
+            ) from e
+        state = _whole_network_weights(path, names)
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

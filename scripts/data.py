@@ -23,7 +23,7 @@ import numpy as np
 
 from .errors import BundleInputError
 from .io import ZARR_SUFFIXES, image_stem, image_suffix, is_zarr, read_stack, require_volume
-from .outputs import RESULT_KINDS, atomic_path, is_result_stem
+from .outputs import RESULT_KINDS, atomic_path, check_result_name_length, is_result_stem
 from .settings import integer, path_setting
 
 logger = logging.getLogger(__name__)
@@ -76,44 +76,83 @@ def check_result_names(images: list[str]) -> None:
             )
 
 
+def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether ``path`` (which need not exist yet) is ``folder`` or inside it, links resolved."""
+    path, folder = Path(path).resolve(), Path(folder).resolve()
+    return path == folder or folder in path.parents
+
+
+def _check_output_dir(images: list[str], sources: list[Path], output_dir: str, folder: Path) -> None:
+    """Refuse an ``output_dir`` that is a folder the images are read from (results would mix with the inputs) or
+    inside a zarr volume being read (results would be written into its store). A folder inside ``dataset_dir``
+    (e.g. ``<dataset_dir>/results``) is fine: only the folder itself and its ``images/`` are read, not their
+    other subfolders, so a rerun never segments its own results."""
+    for source in sources:
+        if _same_folder(Path(output_dir), source):
+            raise BundleInputError(
+                output_dir,
+                f"output folder is the folder the images are read from ({source}), so results would mix with them",
+                f"pass another --output_dir, e.g. {folder / 'results'}",
+            )
+    for image in images:
+        if Path(image).is_dir() and _inside(output_dir, image):
+            raise BundleInputError(
+                output_dir,
+                f"output folder is inside the zarr volume {image}, so results would be written into its store",
+                f"pass an --output_dir outside it, e.g. {Path(image).parent / 'results'}",
+            )
+
+
 def find_images(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike | None = None) -> list[str]:
-    """All images to segment in ``dataset_dir``: its ``images/`` subfolder if present, else the folder itself.
+    """All images to segment in ``dataset_dir``: those in the folder and in its ``images/`` subfolder (the
+    labelled datasets' layout), both; a log line says so when both hold images.
 
     A ``*.zarr`` folder (zarr or OME-Zarr) is one image, and a zarr folder given as ``dataset_dir`` is taken as
     the one image. ISBI-style label files (``*-labels.*``) and results of an earlier run (``*_prob.*``, ``*_seg.*``,
     ``*_overlay.png``, ``*_morphology.png``) are skipped; a single image file is taken as it is. Raises
     ``BundleInputError`` if there are none, if two images would write the same result files
-    (:func:`check_result_names`), or if ``output_dir`` is the folder the images are read from.
+    (:func:`check_result_names`), if ``output_dir`` is a folder the images are read from or inside a zarr volume
+    (:func:`_check_output_dir`), or if a result name would be too long for ``output_dir``'s file system
+    (``scripts.outputs.check_result_name_length``).
     """
     dataset_dir = path_setting(dataset_dir, "dataset_dir")
-    if Path(dataset_dir).is_file() and image_suffix(dataset_dir) or Path(dataset_dir).is_dir() and is_zarr(dataset_dir):
-        return [str(dataset_dir)]  # one image file, or one zarr volume (its folder)
-    folder = _check_folder(dataset_dir)
-    source = folder / "images" if (folder / "images").is_dir() else folder
     out = None if output_dir is None else path_setting(output_dir, "output_dir")
-    if out is not None and _same_folder(Path(out), source):
-        raise BundleInputError(
-            out,
-            f"output folder is the folder the images are read from ({source}), so results would mix with them",
-            f"pass another --output_dir, e.g. {folder / 'results'}",
-        )
-    images, results = [], []
-    for path in _images_in(source):
-        stem = image_stem(path)
-        if stem.endswith(LABELS_TAG):
-            continue
-        (results if is_result_stem(stem) else images).append(str(path))
+    if Path(dataset_dir).is_file() and image_suffix(dataset_dir) or Path(dataset_dir).is_dir() and is_zarr(dataset_dir):
+        images = [str(dataset_dir)]  # one image file, or one zarr volume (its folder)
+        if out is not None:
+            _check_output_dir(images, [], out, Path(dataset_dir).parent)
+            check_result_name_length(dataset_dir, image_stem(dataset_dir), out)
+        return images
+    folder = _check_folder(dataset_dir)
+    sources = [folder / "images", folder] if (folder / "images").is_dir() else [folder]
+    images, results, counts = [], [], {}
+    for source in sources:
+        found = []
+        for path in _images_in(source):
+            stem = image_stem(path)
+            if stem.endswith(LABELS_TAG):
+                continue
+            (results if is_result_stem(stem) else found).append(str(path))
+        counts[source] = len(found)
+        images += found
+    used = [source for source in sources if counts[source]]
     if results:
         names = ", ".join(Path(p).name for p in results[:3]) + (" ..." if len(results) > 3 else "")
         kinds = "/".join(RESULT_KINDS[:2] + RESULT_KINDS[3:])
-        logger.warning("%s: skipped %d result file(s) of an earlier run (%s; names ending %s)", source,
+        logger.warning("%s: skipped %d result file(s) of an earlier run (%s; names ending %s)", folder,
                        len(results), names, kinds)  # fmt: skip
     if not images:
         raise BundleInputError(
-            source,
-            "no images found",
+            folder,
+            "no images found" + (" (nor in its images/ subfolder)" if len(sources) == 2 else ""),
             "put .tif/.tiff/.h5/.nii.gz/.zarr/.mha/.png images in it, or pass another --dataset_dir",
         )
+    if len(used) == 2:  # images/ does not hide the stacks beside it: both are segmented, and the log says so
+        logger.info("%s: segmenting %d image(s) in images/ and %d beside it", folder, *counts.values())
+    if out is not None:
+        _check_output_dir(images, used, out, folder)
+        for image in images:
+            check_result_name_length(image, image_stem(image), out)
     check_result_names(images)
     return images
 

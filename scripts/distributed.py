@@ -41,7 +41,7 @@ RESULT_SUFFIXES = tuple(
     for ext in extensions
 )
 #: Handlers that only log; on ranks other than 0 they would repeat rank 0's lines and files.
-LOGGING_HANDLERS = ("StatsHandler", "TensorBoardStatsHandler", "ProgressBar")
+LOGGING_HANDLERS = ("StatsHandler", "TensorBoardStatsHandler", "ProgressBar", "InferenceProgress")
 
 
 def default_backend() -> str:

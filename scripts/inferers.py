@@ -6,11 +6,14 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from monai.data import MetaTensor
 from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 from torch import nn
 
 from .errors import BundleInputError, as_bool
-from .settings import DIVISOR, check_device, check_window_count, choice, fraction, integer, spatial_size
+from .scale import meta_zoom, needs_resampling, resample, resample_sections, zoomed_shape
+from .progress import Progress
+from .settings import DIVISOR, check_device, check_window_count, choice, fraction, integer, spatial_size, window_count
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}
 BLEND_MODES = ("gaussian", "constant")  # MONAI's window blending modes
@@ -177,6 +180,10 @@ class MembraneInferer(Inferer):
         section_sink: for a 2D network on a stack, called as ``section_sink(start, probability)`` each time the
             sections ``start...`` are done (``probability`` ``(B, out_channels, z, Y, X)``), while the network goes
             on with the next ones; e.g. ``SaveEMResultsd.take_sections``, which starts their cells meanwhile.
+        progress: reports the work on each input as it is done: the sections of a stack (2D network), else the
+            windows; ``scripts.progress.InferenceProgress`` sets it to draw inference.json's bar.
+        zoom: the zoom of inputs that carry none (see :meth:`__call__`), e.g. evaluate.json's from ``--pixel_size``;
+            None runs the network on the input's own grid.
     """
 
     def __init__(
@@ -190,10 +197,14 @@ class MembraneInferer(Inferer):
         padding_mode: str = "reflect",
         precision: str = "fp32",
         section_sink: Callable[[int, torch.Tensor], None] | None = None,
+        progress: Progress | None = None,
+        zoom: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         self.precision = check_precision(precision)
         self.section_sink = section_sink
+        self.zoom = None if zoom is None else tuple(float(z) for z in zoom)
+        self.progress = progress
         roi = tuple(spatial_size(list(roi_tuple(roi_size, spatial_dims)), "roi_size", spatial_dims))
         overlap = fraction(overlap, "overlap", 0.25)
         check_window_count(roi, overlap)
@@ -229,35 +240,74 @@ class MembraneInferer(Inferer):
             kwargs["padding_mode"] = "replicate"  # reflection cannot pad an axis by more than its own length
         return roi, kwargs
 
-    def predictor(self, network: nn.Module, device: torch.device) -> Callable[[torch.Tensor], torch.Tensor]:
+    def predictor(
+        self, network: nn.Module, device: torch.device, tta: bool | None = None
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
         """``windows (B, C, *roi) -> probability (B, out_channels, *roi)`` on ``device``: the network under this
-        inferer's precision, with TTA if set (see :func:`membrane_probability`)."""
+        inferer's precision, with TTA if set (``tta``, default this inferer's; see :func:`membrane_probability`)."""
         dtype = autocast_dtype(self.precision, device)
+        tta = self.tta if tta is None else tta
 
         def predict(x: torch.Tensor) -> torch.Tensor:
-            return membrane_probability(x, network, self.tta, dtype)
+            return membrane_probability(x, network, tta, dtype)
 
         return predict
 
-    def __call__(self, inputs: torch.Tensor, network: nn.Module) -> torch.Tensor:  # type: ignore[override]
-        """Membrane probability with the shape of ``inputs`` (``(B, 1, *S)`` for one output channel)."""
+    def __call__(  # type: ignore[override]
+        self, inputs: torch.Tensor, network: nn.Module, zoom: Sequence[float] | None = None
+    ) -> torch.Tensor:
+        """Membrane probability with the shape of ``inputs`` (``(B, 1, *S)`` for one output channel).
+
+        ``zoom`` (model pixels per input pixel, one per spatial axis of the network; default the ``"zoom"`` entry of
+        a ``MetaTensor`` input's meta, which ``scripts.transforms.ChooseZoomd`` sets, else this inferer's ``zoom``)
+        resamples the input to the model's scale before the network and the probability back to the input's grid
+        after it (``scripts.scale``); a zoom within ``scripts.scale.ZOOM_TOLERANCE`` of 1 runs on the input's own grid."""
+        zoom = meta_zoom(inputs) if zoom is None else tuple(float(z) for z in zoom)
+        zoom = self.zoom if zoom is None else zoom
+        if isinstance(inputs, MetaTensor):
+            inputs = inputs.as_tensor()
+        if not needs_resampling(zoom):
+            zoom = None
         predictor = self.predictor(network, inputs.device)
-        roi, kwargs = self.window_settings(inputs.shape[-self.spatial_dims :], inputs.device)
         if self.spatial_dims == 2 and inputs.ndim == 5:
-            return self._by_sections(inputs, predictor, SliceInferer(spatial_dim=0, roi_size=roi, **kwargs))
-        return SlidingWindowInferer(roi_size=roi, **kwargs)(inputs, predictor)
+            planes = inputs.shape[-2:] if zoom is None else zoomed_shape(inputs.shape[-2:], zoom)
+            roi, kwargs = self.window_settings(planes, inputs.device)
+            if self.progress is not None:
+                self.progress.start(inputs.shape[2], "section")
+            return self._by_sections(inputs, predictor, SliceInferer(spatial_dim=0, roi_size=roi, **kwargs), zoom)
+        spatial = inputs.shape[-self.spatial_dims :]
+        model_grid = inputs if zoom is None else resample(inputs, zoomed_shape(spatial, zoom))
+        shape = model_grid.shape[-self.spatial_dims :]
+        roi, kwargs = self.window_settings(shape, inputs.device)
+        if self.progress is not None:
+            self.progress.start(inputs.shape[0] * window_count(shape, roi, kwargs["overlap"]), "window")
+            predictor = self.progress.counting(predictor)
+        prob = SlidingWindowInferer(roi_size=roi, **kwargs)(model_grid, predictor)
+        return prob if zoom is None else resample(prob, spatial).clamp_(0.0, 1.0)
 
     def _by_sections(
-        self, inputs: torch.Tensor, predictor: Callable[[torch.Tensor], torch.Tensor], inferer: SliceInferer
+        self,
+        inputs: torch.Tensor,
+        predictor: Callable[[torch.Tensor], torch.Tensor],
+        inferer: SliceInferer,
+        zoom: tuple[float, ...] | None = None,
     ) -> torch.Tensor:
         """``inferer(inputs, predictor)`` on ``(B, C, Z, Y, X)``, run on ``sw_batch_size`` sections at a time, each
         chunk passed to :attr:`section_sink` when done. Every section has the same windows and MONAI batches them
         in section order, so the chunks hold exactly the window batches of one call on the whole stack: the
-        result is the same, bit for bit."""
+        result is the same, bit for bit. With ``zoom`` each chunk's sections are resampled to the model's scale
+        and their probability back."""
         step = inferer.sw_batch_size
         chunks = []
         for start in range(0, inputs.shape[2], step):
-            chunks.append(inferer(inputs[:, :, start : start + step], predictor))
+            chunk = inputs[:, :, start : start + step]
+            if zoom is None:
+                chunks.append(inferer(chunk, predictor))
+            else:
+                prob = inferer(resample_sections(chunk, zoomed_shape(chunk.shape[-2:], zoom)), predictor)
+                chunks.append(resample_sections(prob, chunk.shape[-2:]).clamp_(0.0, 1.0))
             if self.section_sink is not None:
                 self.section_sink(start, chunks[-1])
+            if self.progress is not None:
+                self.progress.update(chunks[-1].shape[2])
         return torch.cat(chunks, dim=2)

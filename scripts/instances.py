@@ -22,9 +22,9 @@ from .settings import integer, real
 INSTANCE_MODES = ("2d", "3d", "none")
 SEED_METHODS = ("components", "distance")
 # Membrane probability below which a pixel seeds a cell. Chosen in cross-validation of membrane maps: the cells
-# then score as well as the map they come from, where 0.5 merged cells (docs/README.md, "Cells against the map").
+# then score as well as the map they come from, where 0.5 merged cells (docs/experiments.md, "Cells against the map").
 DEFAULT_SEED_THRESHOLD = 0.15
-# Other targets keep 0.5, the value their results in docs/README.md were measured with.
+# Other targets keep 0.5, the value their results in docs/experiments.md were measured with.
 OTHER_TARGETS_SEED_THRESHOLD = 0.5
 # threads for per-section post-processing: the machine's cores, capped (sections are small, threads are cheap)
 SECTION_THREADS = min(8, os.cpu_count() or 1)

@@ -184,14 +184,15 @@ def cell_table(labels: np.ndarray, mode: str = "2d", spacing: Sequence[float] | 
         labels: uint labels, 0 = background/boundary.
         mode: "2d" measures each cell in its section (``slice`` column = section index); "3d" measures whole
             3D objects (``slice`` = -1).
-        spacing: ``(z, y, x)`` voxel size; ``area_phys``/``volume_phys`` are left empty when it is unknown.
+        spacing: ``(z, y, x)`` voxel size (inference passes nm); ``area_phys``/``volume_phys`` are left empty when
+            it is unknown (a NaN z leaves ``volume_phys`` empty).
 
     Returns:
         One dict per cell with the keys of ``COLUMNS_2D`` or ``COLUMNS_3D``.
     """
     rows: list[dict] = []
     if mode == "3d":
-        voxel = float(np.prod(spacing)) if spacing else None
+        voxel = float(np.prod(spacing)) if spacing and np.isfinite(np.prod(spacing)) else None  # NaN z: unknown
         for r in regionprops(labels):
             inertia = np.sort(np.abs(r.inertia_tensor_eigvals))
             rows.append(
@@ -244,7 +245,7 @@ def merged_volume_rows(blocks: Sequence[dict[str, list]], spacing: Sequence[floa
         for i, n, s in zip(block["id"], block["voxels"], block["sums"]):
             voxels[i] = voxels.get(i, 0) + int(n)
             sums[i] = sums.get(i, 0) + np.asarray(s, dtype=np.float64)
-    voxel = float(np.prod(spacing)) if spacing else None
+    voxel = float(np.prod(spacing)) if spacing and np.isfinite(np.prod(spacing)) else None
     rows = []
     for i in sorted(voxels):
         n, centroid = voxels[i], sums[i] / voxels[i]

@@ -40,6 +40,40 @@ def result_path(output_dir: str | os.PathLike, stem: str, kind: str, extension: 
     return os.path.join(str(output_dir), f"{stem}{kind}.{extension.lstrip('.')}")
 
 
+#: The longest ending :func:`result_path` gives a result's name: the morphology plot, ``X_morphology.png``.
+LONGEST_RESULT_ENDING = "_morphology.png"
+#: The longest file name (bytes) where the file system does not say: ext4, XFS, Btrfs, APFS, NTFS (characters).
+DEFAULT_NAME_MAX = 255
+
+
+def name_limit(folder: str | os.PathLike) -> int:
+    """The longest file name, in bytes, that the file system holding ``folder`` (or, before it is made, its nearest
+    existing parent) allows: ``pathconf``'s NAME_MAX, else :data:`DEFAULT_NAME_MAX`."""
+    path = Path(folder).absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return int(os.pathconf(path, "PC_NAME_MAX"))
+    except (OSError, ValueError, AttributeError):  # no pathconf (Windows), or the file system does not tell
+        return DEFAULT_NAME_MAX
+
+
+def check_result_name_length(image: str | os.PathLike, stem: str, output_dir: str | os.PathLike) -> None:
+    """Refuse ``image`` if the names of its results (``<stem>_morphology.png`` the longest) would be longer than the
+    file system of ``output_dir`` allows, before any work: otherwise its first write would fail, after the network
+    ran, with the file system's "File name too long"."""
+    longest = f"{stem}{LONGEST_RESULT_ENDING}"
+    size, limit = len(os.fsencode(longest)), name_limit(output_dir)
+    if size > limit:
+        keep = limit - len(os.fsencode(LONGEST_RESULT_ENDING))
+        raise BundleInputError(
+            image,
+            f"its results' names ({stem[:12]}...{LONGEST_RESULT_ENDING}, {size} bytes) would be longer than the "
+            f"{limit} bytes a file name may have in {output_dir}",
+            f"rename it to at most {keep} characters before the extension (results are named after it)",
+        )
+
+
 def is_result_stem(stem: str) -> bool:
     """Whether a file stem ends like a result of inference (``x_prob``, ``x_seg``, ``x_overlay``, ...)."""
     return any(stem.endswith(kind) and len(stem) > len(kind) for kind in RESULT_KINDS)
@@ -65,6 +99,18 @@ def _host() -> str:
 def temporary_tag() -> str:
     """``<host>-<pid>``: the part of a temporary's name that tells which machine and process write it."""
     return f"{_host()}-{os.getpid()}"
+
+
+def temporary_prefix(path: str | os.PathLike, room: int) -> str:
+    """``.<name>.<host>-<pid>.``: the start of the name of ``path``'s temporary, beside it, with ``room`` bytes left
+    for the rest (a random part, ``.part``). ``<name>`` is ``path``'s name, cut where the whole would be longer
+    than the folder's file system allows (:func:`name_limit`): a result whose own name fits must not fail on its
+    temporary's longer one. The cut name still tells a person whose temporary it is."""
+    path = Path(path)
+    tail = f".{temporary_tag()}."
+    room_for_name = name_limit(path.parent) - len(os.fsencode(tail)) - room - 1
+    name = os.fsencode(path.name)[: max(room_for_name, 1)].decode(errors="ignore") or "_"
+    return f".{name}{tail}"
 
 
 def _process_alive(pid: int) -> bool:
@@ -120,9 +166,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     if not os.access(path.parent, os.W_OK):
         raise BundleInputError(path.parent, "output folder is not writable", "choose a writable --output_dir")
     try:
-        prefix = f".{path.name}.{temporary_tag()}."
+        prefix = temporary_prefix(path, len(".part") + 8)  # mkstemp adds 8 random characters
         fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".part", dir=path.parent)
     except OSError as e:
+        if e.errno == errno.ENAMETOOLONG:
+            raise _name_too_long(path) from e
         problem = f"output folder is not writable ({e.strerror})"
         raise BundleInputError(path.parent, problem, "choose a writable --output_dir") from e
     os.close(fd)
@@ -135,7 +183,20 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     except BaseException as e:
         if os.path.exists(tmp):
             os.remove(tmp)
+        if isinstance(e, OSError) and e.errno == errno.ENAMETOOLONG:
+            raise _name_too_long(path) from e
         if isinstance(e, OSError) and e.errno in _DISK_ERRORS:
             fix = f"free space in {path.parent} or choose another --output_dir"
             raise BundleInputError(path, f"could not be written ({os.strerror(e.errno)})", fix) from e
         raise
+
+
+def _name_too_long(path: Path) -> BundleInputError:
+    """The error for a ``path`` whose name (or whole path) the file system refuses as too long."""
+    size, limit = len(os.fsencode(path.name)), name_limit(path.parent)
+    if size > limit:
+        problem = f"the name is {size} bytes, longer than the {limit} a file name may have here"
+        return BundleInputError(path, problem, "use a shorter name (results are named after their input)")
+    return BundleInputError(
+        path, "the path is too long for the file system", "choose an --output_dir with a shorter path"
+    )

@@ -24,7 +24,6 @@ from monai.data.utils import compute_importance_map, dense_patch_slices, get_val
 from monai.inferers.utils import _get_scan_interval
 from monai.utils import PytorchPadMode, ensure_tuple_rep, look_up_option
 from torch import nn
-from tqdm import tqdm
 
 from .data import input_channels
 from .errors import BundleInputError
@@ -42,6 +41,8 @@ from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported
 )
 from .morphology import COLUMNS_2D, cell_table
 from .outputs import atomic_path, remove_stale_temporaries, result_path
+from .progress import counted
+from .scale import ZoomPolicy, needs_resampling, pick_sections, table_spacing
 from .settings import check_device, choice, output_folder
 from .transforms import TARGETS
 
@@ -166,6 +167,8 @@ class StreamingSegmenter:
         output_format: "auto", "tif", "h5" (``X_prob.h5`` with dataset ``prob``, one section per chunk), "zarr"
             (OME-Zarr) or "nii.gz"; the writer of whole-volume inference (``scripts.io.write_result``).
         context_sections: neighbouring sections on each side a 2.5D network takes as extra channels.
+        zoom_policy: chooses each stack's zoom (``scripts.scale.ZoomPolicy``, inference.json's ``zoom_policy``)
+            from its pixel size and a few of its sections; None runs the network on the input's own grid.
     """
 
     def __init__(
@@ -182,6 +185,7 @@ class StreamingSegmenter:
         target: str = "membrane",
         output_format: str = "auto",
         context_sections: int = 0,
+        zoom_policy: ZoomPolicy | None = None,
     ) -> None:
         if instance_mode not in ("2d", "none"):
             raise BundleInputError(
@@ -193,25 +197,54 @@ class StreamingSegmenter:
         target = choice(target, "target", TARGETS)
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
         self.context_sections = input_channels(context_sections, inferer.spatial_dims) // 2
+        self.zoom_policy = zoom_policy
         remove_stale_temporaries(self.output_dir)
 
-    def probabilities(self, stack: OpenFileReader) -> Iterator[np.ndarray]:
-        """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1]."""
+    def choose_zoom(self, stack: OpenFileReader) -> tuple[float, ...] | None:
+        """The zoom of one stack (``scripts.scale.ZoomPolicy``) from its pixel size and a few of its sections,
+        each read and normalized as inference reads it (neighbours as channels for a 2.5D network)."""
+        from .transforms import normalize_sections
+
+        if self.zoom_policy is None:
+            return None
+
+        def sections() -> torch.Tensor:
+            c = self.context_sections
+            picked = []
+            with stack:
+                for z in pick_sections(len(stack)):
+                    index = np.clip(np.arange(z - c, z + c + 1), 0, len(stack) - 1)
+                    picked.append(normalize_sections(np.stack([stack.read(int(i), int(i) + 1)[0] for i in index])))
+            return torch.stack(picked).float()  # (n, 2c + 1, Y, X)
+
+        usable = sections if self.inferer.spatial_dims == 2 else None
+        return self.zoom_policy.choose(os.path.basename(stack.path), usable, stack.pixel_size).zoom
+
+    def probabilities(self, stack: OpenFileReader, zoom: Sequence[float] | None = None) -> Iterator[np.ndarray]:
+        """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1], the network run at ``zoom``
+        (``scripts.inferers.MembraneInferer``)."""
         from .transforms import normalize_sections
 
         if self.inferer.spatial_dims == 3:
+            if needs_resampling(zoom):
+                raise BundleInputError(
+                    stack.path,
+                    f"needs zoom {tuple(round(z, 3) for z in zoom)} for the model's pixel size, which streaming a 3D "
+                    "network does not resample",
+                    "segment it with configs/inference.json (whole volume), resample it first, or pass --zoom 1",
+                )
             yield from self.volume_probabilities(stack)
             return
         if self.context_sections:
-            yield from self.context_probabilities(stack)
+            yield from self.context_probabilities(stack, zoom)
             return
         with torch.inference_mode():
-            for section in tqdm(stack, total=len(stack), desc=os.path.basename(stack.path), unit="section"):
+            for section in stack:
                 x = normalize_sections(section.astype(np.float32, copy=False))[None, None].to(self.device)
-                prob = self.inferer(x, self.network)[0, 0].float().cpu().numpy()
+                prob = self.inferer(x, self.network, zoom=zoom)[0, 0].float().cpu().numpy()
                 yield np.clip(prob, 0.0, 1.0)
 
-    def context_probabilities(self, stack: OpenFileReader) -> Iterator[np.ndarray]:
+    def context_probabilities(self, stack: OpenFileReader, zoom: Sequence[float] | None = None) -> Iterator[np.ndarray]:
         """Membrane probability of each section from a 2.5D network, ``(Y, X)`` float32 in [0, 1]: each section
         with its ``context_sections`` neighbours on either side as channels, read a few sections at a time and
         built exactly as whole-volume inference builds them (``scripts.transforms.NeighbourSectionsd``). Each
@@ -221,7 +254,7 @@ class StreamingSegmenter:
         n, c = len(stack), self.context_sections
         window: dict[int, torch.Tensor] = {}  # normalized sections z - c .. z + c
         with torch.inference_mode(), stack:
-            for z in tqdm(range(n), total=n, desc=os.path.basename(stack.path), unit="section"):
+            for z in range(n):
                 start, stop = max(0, z - c), min(n, z + c + 1)
                 first = max(start, max(window, default=-1) + 1)  # the sections new to the window
                 if first < stop:
@@ -231,7 +264,7 @@ class StreamingSegmenter:
                     del window[old]
                 index = np.clip(np.arange(z - c, z + c + 1), 0, n - 1)
                 x = torch.stack([window[int(i)] for i in index])[None].to(self.device)
-                yield np.clip(self.inferer(x, self.network)[0, 0].float().cpu().numpy(), 0.0, 1.0)
+                yield np.clip(self.inferer(x, self.network, zoom=zoom)[0, 0].float().cpu().numpy(), 0.0, 1.0)
 
     def volume_probabilities(self, stack: OpenFileReader) -> Iterator[np.ndarray]:
         """Membrane probability of each section from a 3D network, ``(Y, X)`` float32 in [0, 1]: the whole-volume
@@ -248,7 +281,7 @@ class StreamingSegmenter:
         predictor = self.inferer.predictor(self.network, self.device)
         with torch.inference_mode(), stack:
             planes = sliding_window_planes(read, stack.shape, roi, predictor=predictor, device=self.device, **kwargs)
-            for plane in tqdm(planes, total=len(stack), desc=os.path.basename(stack.path), unit="section"):
+            for plane in planes:
                 yield np.clip(plane[0].float().cpu().numpy(), 0.0, 1.0)
 
     def cells(self, probabilities: OpenFileReader, rows: csv.DictWriter) -> Iterator[np.ndarray]:
@@ -258,7 +291,7 @@ class StreamingSegmenter:
             cells = segment_cells(prob[None], "2d", **self.segment_options)[0]
             cells = np.where(cells > 0, cells + np.uint32(offset), np.uint32(0))
             offset = int(cells.max(initial=offset))
-            for row in cell_table(cells[None], "2d", probabilities.spacing):
+            for row in cell_table(cells[None], "2d", table_spacing(probabilities.pixel_size)):
                 rows.writerow({**row, "slice": z})
             yield cells
 
@@ -266,17 +299,24 @@ class StreamingSegmenter:
         """Write the results of one stack; returns the path of its ``_prob`` file."""
         stack = open_sections(path)
         stem = image_stem(path)
-        results = dict(shape=stack.shape, output_format=self.output_format, spacing=stack.spacing)
-        prob_path = write_result(self.output_dir, path, "_prob", self.probabilities(stack), dtype=np.float32, **results)
+        results = dict(
+            shape=stack.shape, output_format=self.output_format, spacing=stack.spacing, pixel_size=stack.pixel_size
+        )
+        name = os.path.basename(path)
+        sections = counted(
+            self.probabilities(stack, self.choose_zoom(stack)), len(stack), name
+        )  # a bar of the sections done
+        prob_path = write_result(self.output_dir, path, "_prob", sections, dtype=np.float32, **results)
         if self.instance_mode == "2d":
             probabilities = open_sections(prob_path)
-            probabilities.spacing = stack.spacing
+            probabilities.spacing, probabilities.pixel_size = stack.spacing, stack.pixel_size
             with atomic_path(result_path(self.output_dir, stem, "_cells", "csv")) as table, open(
                 table, "w", newline=""
             ) as f:
                 rows = csv.DictWriter(f, fieldnames=COLUMNS_2D)
                 rows.writeheader()
-                write_result(self.output_dir, path, "_seg", self.cells(probabilities, rows), dtype=np.uint32, **results)
+                cells = counted(self.cells(probabilities, rows), len(stack), f"{name}: cells")
+                write_result(self.output_dir, path, "_seg", cells, dtype=np.uint32, **results)
         return prob_path
 
     def run(self, paths: Sequence[str]) -> list[str]:

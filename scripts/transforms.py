@@ -6,23 +6,27 @@ Shapes: a 2D section is ``(1, Y, X)``, a stack is ``(1, Z, Y, X)`` (channel firs
 
 from __future__ import annotations
 
+import os
 from collections.abc import Hashable, Mapping
 
 import numpy as np
 import torch
 from monai.config import KeysCollection
+from monai.data import MetaTensor
 from monai.transforms import MapTransform
 
 from .data import check_membrane_labels, with_neighbours
 from .errors import BundleInputError
 from .io import read_stack, require_volume
+from .scale import ZoomPolicy, pick_sections, pixel_size_entry, pixel_size_from_entry
 
 
 class LoadStackd(MapTransform):
     """Read ``d[key]`` (a path) as a ``(1, Z, Y, X)`` float32 tensor in working order.
 
     Also stores ``<key>_path``, ``<key>_layout`` (the file's axis order, see ``scripts.io.to_file_order``) and
-    ``<key>_spacing`` (``(z, y, x)`` or an empty list) so writers can restore the input's shape and units.
+    ``<key>_spacing`` (``(z, y, x)`` or an empty list) so writers can restore the input's shape and units, and
+    ``<key>_pixel_size`` (``{"nm": [z, y, x], "source": ...}``, :func:`scripts.scale.pixel_size_entry`).
 
     Args:
         keys: the image key.
@@ -44,6 +48,7 @@ class LoadStackd(MapTransform):
             d[f"{key}_path"] = stack.path
             d[f"{key}_layout"] = stack.layout
             d[f"{key}_spacing"] = list(stack.spacing) if stack.spacing else []
+            d[f"{key}_pixel_size"] = pixel_size_entry(getattr(stack, "pixel_size", None))
             d[key] = torch.from_numpy(stack.array.astype(np.float32, copy=False))[None]
         return d
 
@@ -111,6 +116,34 @@ class NeighbourSectionsd(MapTransform):
             image = torch.as_tensor(d[key])
             stack = with_neighbours(image[0].numpy(), self.context)  # (Z, 2c + 1, Y, X)
             d[key] = torch.from_numpy(np.ascontiguousarray(np.moveaxis(stack, 1, 0)))
+        return d
+
+
+class ChooseZoomd(MapTransform):
+    """Decide the zoom the network runs ``d[key]`` at (``scripts.scale.ZoomPolicy``: the pixel size and the image's
+    own evidence) and record it: the image becomes a ``MetaTensor`` whose meta ``"zoom"`` the inferer
+    (``scripts.inferers.MembraneInferer``) resamples by, and ``<key>_zoom`` holds it for the writers. Expects the
+    normalized ``(C, Z, Y, X)`` image and ``LoadStackd``'s ``<key>_path`` and ``<key>_pixel_size``.
+    """
+
+    def __init__(self, keys: KeysCollection, policy: ZoomPolicy, allow_missing_keys: bool = False) -> None:
+        super().__init__(keys, allow_missing_keys)
+        self.policy = policy
+
+    def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key])
+
+            def sections(image: torch.Tensor = image) -> torch.Tensor:
+                picked = pick_sections(image.shape[1])
+                return image[:, picked].permute(1, 0, 2, 3).float()  # (n, C, Y, X)
+
+            name = os.path.basename(str(d.get(f"{key}_path", key)))
+            known = pixel_size_from_entry(d.get(f"{key}_pixel_size"))
+            choice = self.policy.choose(name, sections if image.ndim == 4 else None, known)
+            d[key] = MetaTensor(image, meta={"zoom": torch.tensor(choice.zoom, dtype=torch.float64)})
+            d[f"{key}_zoom"] = list(choice.zoom)
         return d
 
 

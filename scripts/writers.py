@@ -16,10 +16,11 @@ from .background import BackgroundJobs, worker_count
 from .errors import BundleInputError, as_bool
 from .inferers import MembraneInferer
 from .instances import DEFAULT_SEED_THRESHOLD, INSTANCE_MODES, map_sections, seed_options, segment_cells, stack_sections
-from .io import OUTPUT_FORMATS, image_stem, write_result
+from .io import OUTPUT_FORMATS, PixelSize, image_stem, write_result
 from .morphology import cell_table, section_rows_2d, write_cell_table
 from .outputs import result_path
 from .plots import save_morphology_histograms, save_overlay
+from .scale import as_pixel_size, table_spacing
 from .settings import choice, output_folder
 from .transforms import TARGETS
 
@@ -173,7 +174,8 @@ class SaveEMResultsd(MapTransform):
             if self.plots and self.instance_mode != "none":
                 image = _numpy(d["image"])
                 image = image[image.shape[0] // 2]  # the sections themselves: the middle of 2.5D channels
-            args = (prob, str(d["image_layout"]), source, d.get("image_spacing") or None, image)
+            pixel_size = as_pixel_size(d.get("image_pixel_size"))
+            args = (prob, str(d["image_layout"]), source, d.get("image_spacing") or None, pixel_size, image)
             if self.jobs is None:
                 self._write(*args)
             else:
@@ -187,16 +189,21 @@ class SaveEMResultsd(MapTransform):
         layout: str,
         source: str,
         spacing: list[float] | None,
+        pixel_size: PixelSize | None,
         image: np.ndarray | None,
         sections: list[Future] | None = None,
     ) -> None:
         """Write every result of one image (see the class); ``sections`` are the jobs computing its cells per
-        section, if started already."""
+        section, if started already. Results keep the input's ``spacing`` (file units) and ``pixel_size`` (nm)
+        where their format has a place for them; the cell table's physical columns are in nm (empty where the
+        pixel size is unknown)."""
         stem = image_stem(source)
         shape = prob.shape[1:] if layout in ("yx", "xy") else prob.shape  # a 2D image stays 2D
 
         def write(kind: str, volume: np.ndarray) -> None:
-            write_result(self.output_dir, source, kind, iter(volume), shape, volume.dtype, self.output_format, spacing)
+            write_result(
+                self.output_dir, source, kind, iter(volume), shape, volume.dtype, self.output_format, spacing, pixel_size
+            )
 
         write("_prob", prob)
         if self.instance_mode == "none":
@@ -207,10 +214,10 @@ class SaveEMResultsd(MapTransform):
             else:
                 results = [job.result() for job in sections]
             cells, offsets = stack_sections([section_cells for section_cells, _ in results])
-            rows = _stack_rows([section_rows for _, section_rows in results], offsets, spacing)
+            rows = _stack_rows([section_rows for _, section_rows in results], offsets, table_spacing(pixel_size))
         else:
             cells = segment_cells(prob, self.instance_mode, **self.segment_options)
-            rows = cell_table(cells, self.instance_mode, spacing)
+            rows = cell_table(cells, self.instance_mode, table_spacing(pixel_size))
         write("_seg", cells)
         write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, self.instance_mode)
         if image is not None:

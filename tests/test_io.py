@@ -151,9 +151,12 @@ def test_min_is_white_is_inverted_back(tmp_path: Path, dtype: type) -> None:
 
 @pytest.mark.parametrize("planar", [True, False], ids=["planar-separate", "contiguous"])
 def test_rgb_is_one_grey_section_not_three(tmp_path: Path, planar: bool) -> None:
+    """Colour that a colour writer made: interleaved RGB, and planar RGB without tifffile's shaped description
+    (``metadata=None``: as libtiff-based programs write it)."""
     rgb = np.random.default_rng(4).integers(0, 255, (24, 20, 3)).astype(np.uint8)
     data = np.moveaxis(rgb, -1, 0) if planar else rgb
-    tifffile.imwrite(tmp_path / "rgb.tif", data, photometric="rgb", planarconfig="separate" if planar else "contig")
+    planarconfig = "separate" if planar else "contig"
+    tifffile.imwrite(tmp_path / "rgb.tif", data, photometric="rgb", planarconfig=planarconfig, metadata=None)
     expected = (0.299 * rgb[..., 0] + 0.587 * rgb[..., 1] + 0.114 * rgb[..., 2]).astype(np.float32)
     loaded = read_stack(tmp_path / "rgb.tif")
     assert loaded.array.shape == (1, 24, 20) and loaded.layout == "yx" and loaded.array.dtype == np.float32
@@ -252,3 +255,56 @@ def test_hdf5_dataset_without_sections(tmp_path: Path) -> None:
     assert "empty.h5" in info.value.what
     with pytest.raises(BundleInputError, match="holds no pixels"):
         H5Sections(tmp_path / "empty.h5")
+
+
+# ----------------------------------------------------------------------------- stacks as their writer meant them
+@pytest.mark.filterwarnings("ignore:.*stored as RGB with separate component planes:DeprecationWarning")
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16, np.float32])
+@pytest.mark.parametrize("sections", [3, 4])
+def test_tifffile_default_stack_of_three_or_four_is_sections(
+    tmp_path: Path, sections: int, dtype: type, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``tifffile.imwrite(path, stack)`` stores a (3|4, Y, X) array as one planar RGB page (tifffile's default);
+    it reads back as the 3 or 4 sections ``tifffile.imread`` gives, whole and streamed, and without a colour
+    warning."""
+    stack = _sections(sections, dtype=dtype)
+    tifffile.imwrite(tmp_path / "s.tif", stack)
+    with tifffile.TiffFile(tmp_path / "s.tif") as tif:  # what makes it look like colour
+        assert tif.pages[0].photometric.name == "RGB" and len(tif.pages) == 1
+    np.testing.assert_array_equal(tifffile.imread(tmp_path / "s.tif"), stack)
+    with caplog.at_level("WARNING"):
+        loaded = read_stack(tmp_path / "s.tif")
+    assert loaded.layout == "zyx" and loaded.array.dtype == dtype and "colour" not in caplog.text
+    _same_sections_streamed(tmp_path / "s.tif", stack)
+
+
+def test_planar_rgb_whose_writer_named_the_axis_is_sections(tmp_path: Path) -> None:
+    """``metadata={"axes": "ZYX"}`` with tifffile's planar-RGB default: the writer said Z."""
+    stack = _sections(3, dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "z.tif", stack, photometric="rgb", planarconfig="separate", metadata={"axes": "ZYX"})
+    loaded = read_stack(tmp_path / "z.tif")
+    assert loaded.array.dtype == np.uint16
+    _same_sections_streamed(tmp_path / "z.tif", stack)
+
+
+def test_jpeg_ycbcr_colour_is_grey_with_a_warning(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    rgb = np.repeat(_sections(1, shape=(32, 32))[0][..., None], 3, axis=-1)
+    tifffile.imwrite(tmp_path / "j.tif", rgb, photometric="rgb", compression="jpeg")
+    with tifffile.TiffFile(tmp_path / "j.tif") as tif:
+        assert tif.pages[0].photometric.name == "YCBCR"
+    with caplog.at_level("WARNING"):
+        loaded = read_stack(tmp_path / "j.tif")
+    assert loaded.array.shape == (1, 32, 32) and loaded.array.dtype == np.float32 and "read as grey" in caplog.text
+    assert np.abs(loaded.array[0] - rgb[..., 0]).mean() < 10  # lossy
+
+
+@pytest.mark.filterwarnings("ignore:.*stored as RGB with separate component planes:DeprecationWarning")
+def test_planar_rgb_stack_of_several_pages_stays_colour(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A (Z, 3, Y, X) array is Z planar RGB pages for tifffile too: Z grey sections, with the colour warning."""
+    rgb = _sections(6).reshape(2, 3, 24, 20)
+    tifffile.imwrite(tmp_path / "c.tif", rgb)
+    with caplog.at_level("WARNING"):
+        loaded = read_stack(tmp_path / "c.tif")
+    expected = 0.299 * rgb[:, 0] + 0.587 * rgb[:, 1] + 0.114 * rgb[:, 2]
+    assert loaded.array.shape == (2, 24, 20) and "read as grey" in caplog.text
+    np.testing.assert_allclose(loaded.array, expected, atol=1e-3)

@@ -66,13 +66,14 @@ def runtime_needs() -> dict[str, set[str]]:
         if top and top not in FIRST_PARTY and top not in sys.stdlib_module_names:
             needs.setdefault(distribution(top), set()).add(where)
 
-    for path in sorted((ROOT / "scripts").glob("*.py")):
+    for path in sorted((ROOT / "scripts").rglob("*.py")):  # the package and its sub-packages (scripts/io/, ...)
+        where = str(path.relative_to(ROOT))
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 for alias in node.names:
-                    need(alias.name, f"scripts/{path.name}")
+                    need(alias.name, where)
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                need(node.module, f"scripts/{path.name}")
+                need(node.module, where)
     for path in sorted((ROOT / "configs").iterdir()):
         if path.suffix not in (".json", ".yaml", ".yml"):
             continue
@@ -100,6 +101,16 @@ def test_every_package_the_bundle_needs_at_run_time_is_in_metadata() -> None:
     assert not missing, f"add these to configs/metadata.json required_packages_version: {missing}"
 
 
+def test_zarr_is_pinned_with_its_codecs() -> None:
+    """zarr imports numcodecs, whose 0.16 removed what zarr 2 imports: metadata.json pins both, a pair that works
+    (zarr 2.18 with numcodecs < 0.16; it is zarr 2 because zarr 3 needs Python >= 3.11, the zoo's CI has 3.10)."""
+    pins = declared()
+    assert {"zarr", "numcodecs", "mrcfile"} <= set(pins)
+    zarr_major = int(pins["zarr"].split(".")[0])
+    codecs = tuple(int(n) for n in pins["numcodecs"].split(".")[:2])
+    assert zarr_major == 3 and codecs >= (0, 14) or zarr_major == 2 and codecs < (0, 16), pins
+
+
 def test_the_module_to_distribution_names_are_real() -> None:
     """Each needed distribution is installed under that name here (so the mapping above names real packages)."""
     for name in runtime_needs():
@@ -114,7 +125,7 @@ def test_metadata_pins_are_exact_versions_and_requirements_txt_has_the_same_pack
     required = {}
     for line in (ROOT / "requirements.txt").read_text().splitlines():
         if "==" in line and not line.startswith("#"):
-            name, version = line.split("==")
+            name, version = line.split(";")[0].split("==")  # a line may end in an environment marker
             required[_normalize(name)] = version.strip()
     assert set(pins) <= set(required), f"in metadata.json but not requirements.txt: {set(pins) - set(required)}"
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,14 +29,18 @@ import pytest
 import tifffile
 import torch
 from conftest import ROOT, TINY, run_workflow
+from ignite.engine import Events
 from monai.bundle import ConfigParser, ConfigWorkflow
+from monai.losses import DiceCELoss
 from PIL import Image
 from scripts.annotation import AnnotatedDataset, ToLabelMaskd, labels_from_mask, read_annotated
+from scripts.checkpoint import load_weights
 from scripts.errors import BundleInputError
+from scripts.fusionnet import FusionNet
 from scripts.inferers import membrane_probability
 from scripts.io import read_stack
 from scripts.synthetic import make_em_stack
-from scripts.transforms import MakeTargetd
+from scripts.transforms import MakeTargetd, NormalizeSectionsd
 
 NAME = json.loads((ROOT / "configs" / "metadata.json").read_text())["bundle_name"]
 STUB = Path(__file__).resolve().parent / "monailabel_stub"  # torchvision stand-in, see its docstring
@@ -154,8 +159,9 @@ def test_metadata_declares_logits_and_the_inferer_monailabel_runs_gives_probabil
 
 def test_train_json_trains_from_monailabels_datalist_overrides(tmp_path: Path) -> None:
     """The keys BundleTrainTask sets (bundle_root, train#trainer#max_epochs, train#dataset#data,
-    validate#dataset#data, device), at tiny width; the models land in <bundle_root>/models, where MONAI Label's
-    inference task loads them."""
+    validate#dataset#data, device, and train#handlers with a CheckpointLoader of models/model.pt at the front: its
+    ``pretrained``, on by default), at tiny width; training starts from that model, and the models land in
+    <bundle_root>/models, where MONAI Label's inference task loads them."""
     image, isbi = make_em_stack((2, 64, 64), cell_size=16, seed=3)
     pairs = []
     for z in range(2):
@@ -164,7 +170,14 @@ def test_train_json_trains_from_monailabels_datalist_overrides(tmp_path: Path) -
         pairs.append({"image": str(tmp_path / f"s{z}.tif"), "label": str(tmp_path / f"s{z}_label.tif")})
     bundle = tmp_path / "app" / "model" / NAME
     (bundle / "models").mkdir(parents=True)
-    overrides = {"train#trainer#max_epochs": 2, "train#dataset#data": pairs[:1], "validate#dataset#data": pairs[1:]}
+    torch.manual_seed(4)
+    current = FusionNet(features=TINY).state_dict()
+    torch.save(current, bundle / "models" / "model.pt")  # the model MONAI Label serves
+    handlers = ConfigParser.load_config_file(str(ROOT / "configs" / "train.json"))["train"]["handlers"]
+    loader = {"_target_": "CheckpointLoader", "load_path": str(bundle / "models" / "model.pt"),
+              "load_dict": {"model": "$@network"}, "strict": False}  # fmt: skip  # as BundleTrainTask inserts it
+    overrides = {"train#trainer#max_epochs": 2, "train#dataset#data": pairs[:1], "validate#dataset#data": pairs[1:],
+                 "train#handlers": [loader, *handlers]}  # fmt: skip
     wf = ConfigWorkflow(
         config_file=str(ROOT / "configs" / "train.json"), meta_file=str(ROOT / "configs" / "metadata.json"),
         logging_file=False, workflow_type="train", bundle_root=str(bundle), device="cpu", features=TINY,
@@ -174,7 +187,14 @@ def test_train_json_trains_from_monailabels_datalist_overrides(tmp_path: Path) -
     (item,) = wf.parser.get_parsed_content("train#dataset").data
     target = MakeTargetd("label")(item)["label"].numpy()[0]
     np.testing.assert_array_equal(target, isbi[0] == 0)  # it learns the saved mask (1 = membrane)
+    network, first = wf.parser.get_parsed_content("network"), {}
+    wf.parser.get_parsed_content("train#trainer").add_event_handler(
+        Events.ITERATION_STARTED(once=1),
+        lambda _: first.update({k: v.clone() for k, v in network.state_dict().items()}),
+    )
     wf.run()
+    for key, value in current.items():  # the first step starts from the served model
+        torch.testing.assert_close(first[key], value, rtol=0, atol=0, msg=key)
     wf.finalize()
     assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt", "model_final.pt"]
     assert (bundle / "runs" / "train").is_dir()  # logs stay in output_dir
@@ -336,6 +356,26 @@ def test_infer_returns_the_bundles_membrane_mask_for_tiff_and_png(server: Server
     assert not (server.bundle / "runs" / "inference").exists()  # post_transforms, not the file writer, ran
 
 
+def _start_losses(server: Server) -> tuple[float, float]:
+    """train.json's loss (DiceCE) on the two labelled studies, in training mode as at the first step, of the shipped
+    model and (the lower of two seeds) of a random FusionNet of its width."""
+    images = [read_stack(next(server.studies.glob(f"{name}.*"))).array for name in server.masks]
+    x = torch.as_tensor(np.concatenate([NormalizeSectionsd("image")({"image": i})["image"] for i in images]))[:, None]
+    y = torch.as_tensor(np.stack(list(server.masks.values())), dtype=torch.float32)[:, None]
+    features = json.loads((ROOT / "configs" / "inference.json").read_text())["features"]
+
+    def start_loss(network: torch.nn.Module) -> float:
+        with torch.no_grad():
+            return float(DiceCELoss(sigmoid=True)(network.train()(x.float()), y))
+
+    shipped = start_loss(load_weights(FusionNet(features=features), ROOT / "models" / "model.pt"))
+    random = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        random.append(start_loss(FusionNet(features=features)))
+    return shipped, min(random)
+
+
 @needs_monailabel
 def test_labels_saved_then_one_epoch_of_training_publishes_a_model(server: Server, tmp_path: Path) -> None:
     for image, mask in server.masks.items():
@@ -346,7 +386,7 @@ def test_labels_saved_then_one_epoch_of_training_publishes_a_model(server: Serve
         assert saved["image"] == image
     assert server.request("GET", "/info/").json()["datastore"]["completed"] == 2
 
-    request = {"max_epochs": 1, "val_split": 0.5, "pretrained": True}
+    request = {"max_epochs": 1, "val_split": 0.5}  # MONAI Label's default: pretrained, from models/model.pt
     server.request("POST", f"/train/{NAME}", json=request)
     deadline = time.monotonic() + TRAIN_TIMEOUT
     while (task := server.request("GET", "/train/").json())["status"] in ("SUBMITTED", "RUNNING"):
@@ -354,6 +394,10 @@ def test_labels_saved_then_one_epoch_of_training_publishes_a_model(server: Serve
         time.sleep(2)
     details = "\n".join(task.get("details", []))
     assert task["status"] == "DONE", f"{task['status']}:\n{details}\n{server.log_tail()}"
+    losses = re.findall(r"train_loss: ([0-9.]+)", details)
+    assert losses, f"no train_loss in the training log:\n{details[-4000:]}"
+    shipped_loss, random_loss = _start_losses(server)
+    assert float(losses[0]) < (shipped_loss + random_loss) / 2, (losses[0], shipped_loss, random_loss)
 
     shipped = torch.load(server.bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
     trained = torch.load(server.bundle / "models" / "model_final.pt", map_location="cpu", weights_only=True)

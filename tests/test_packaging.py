@@ -81,7 +81,8 @@ def test_pack_writes_a_zoo_release(tmp_path: Path, capsys: pytest.CaptureFixture
         assert json.loads(archive.read(f"{NAME}/configs/metadata.json")) == META
     assert {n.split("/")[0] for n in names} == {NAME}
     for required in ("configs/inference.json", "configs/logging.conf", "scripts/fusionnet.py", "scripts/__init__.py",
-                     "docs/README.md", "docs/data_license.txt", "LICENSE", "sample/em-volume.tif",
+                     "docs/README.md", "docs/experiments.md", "docs/isbi2012_example.png", "docs/data_license.txt",
+                     "LICENSE", "sample/em-volume.tif",
                      "large_files.yml"):  # fmt: skip
         assert f"{NAME}/{required}" in names
     top_level = ("configs", "models", "scripts", "docs", "sample", "LICENSE", "large_files.yml")
@@ -215,6 +216,13 @@ def test_release_downloads_loads_and_infers_like_the_working_tree(tmp_path: Path
     np.testing.assert_array_equal(zoo, tree)
 
 
+# the docs that travel in the release zip, whose commands are checked: the model card and the research record
+DOCS = ("docs/README.md", "docs/experiments.md")
+CARD_LINES = 300  # the model zoo's cards are 150-265 lines
+# the model zoo's docs/readme_template.md order (Training configuration, Input, Output as in zoo cards)
+CARD_HEADINGS = ("Authors", "Tags", "Model Description", "Data", "Preprocessing", "Training configuration", "Input",
+                 "Output", "Performance", "MONAI Bundle Commands", "System Configuration", "Limitations",
+                 "References", "License")  # fmt: skip
 # what a command needs from the repository that the release zip lacks
 REPOSITORY_ONLY = re.compile(r"python -m bundle\b(?!\.)|\bbundle/|requirements[\w-]*\.txt|\.venv/|\bdist\b")
 
@@ -238,19 +246,44 @@ def _commands(markdown: str) -> list[str]:
     return commands
 
 
-def test_docs_mark_the_commands_that_need_the_repository() -> None:
-    """docs/README.md travels in the release zip: a command that needs the repository (python -m bundle, bundle/,
-    the requirements files, .venv, dist/) says "# repository only"; the release example has this version."""
-    docs = (ROOT / "docs" / "README.md").read_text()
+@pytest.mark.parametrize("name", DOCS)
+def test_docs_mark_the_commands_that_need_the_repository(name: str) -> None:
+    """The docs travel in the release zip: a command that needs the repository (python -m bundle, bundle/, the
+    requirements files, .venv, dist/) says "# repository only"; a release example has this version."""
+    docs = (ROOT / name).read_text()
     commands = _commands(docs)
-    assert len(commands) > 40
+    assert len(commands) > 25
     unmarked = [c for c in commands if REPOSITORY_ONLY.search(c.split("#")[0]) and "# repository only" not in c]
-    assert not unmarked, "mark these in docs/README.md with '# repository only':\n" + "\n".join(unmarked)
+    assert not unmarked, f"mark these in {name} with '# repository only':\n" + "\n".join(unmarked)
     assert "configs/evaluate.json --" not in docs  # evaluate.json alone is not a workflow: it overrides train.json
     versions = set(re.findall(rf"{NAME}_v(\d+\.\d+\.\d+)", docs)) | set(
         re.findall(r"releases/download/v([\d.]+\d)/", docs)
     )
-    assert versions == {VERSION}, f"docs/README.md's release example names {versions}, metadata.json {VERSION}"
+    assert versions == {VERSION}, f"{name}'s release example names {versions}, metadata.json {VERSION}"
+
+
+def _anchor(heading: str) -> str:
+    """GitHub's anchor of a markdown heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+def test_model_card_is_zoo_sized_in_template_order_and_links_the_research_record() -> None:
+    """docs/README.md is a model card of at most CARD_LINES lines with the zoo template's headings in order; its links
+    into docs/experiments.md name headings that exist there, and its picture is in docs/ and small."""
+    card = (ROOT / "docs" / "README.md").read_text()
+    assert len(card.splitlines()) <= CARD_LINES
+    headings = [re.sub(r"\*\*", "", h).strip() for h in re.findall(r"^#{2,4} (.+)$", card, flags=re.MULTILINE)]
+    positions = [headings.index(h) if h in headings else -1 for h in CARD_HEADINGS]
+    assert -1 not in positions, f"missing headings: {[h for h, p in zip(CARD_HEADINGS, positions) if p < 0]}"
+    assert positions == sorted(positions), f"headings out of the template's order: {headings}"
+    record = (ROOT / "docs" / "experiments.md").read_text()
+    anchors = {_anchor(h) for h in re.findall(r"^#+ (.+)$", record, flags=re.MULTILINE)}
+    links = re.findall(r"experiments\.md#([\w-]+)", card) + re.findall(r"\]\(#([\w-]+)\)", record)
+    assert len(links) > 10  # the card's links into the record, and the record's table of contents
+    broken = [link for link in links if link not in anchors]
+    assert not broken, f"links to no heading of docs/experiments.md: {broken}"
+    for picture in re.findall(r"!\[[^\]]*\]\(([^)]+)\)", card):
+        assert (ROOT / "docs" / picture).is_file() and (ROOT / "docs" / picture).stat().st_size <= 150 * 1024
 
 
 @needs_model
@@ -295,7 +328,7 @@ def test_training_replaces_models_model_pt_which_inference_then_loads(labelled_d
     assert (bundle / "models" / "model.pt").read_bytes() == (ROOT / "models" / "model.pt").read_bytes()
 
 
-# commands of docs/README.md that this test does not run in the unpacked release, and why
+# commands of the docs that this test does not run in the unpacked release, and why
 NOT_RUN = {
     "pip install": "installs packages (CI installs the requirement files)",
     "python -m monailabel.main": "sets up and starts a MONAI Label server: tests/test_monailabel.py runs one",
@@ -315,10 +348,10 @@ NOT_RUN = {
 EXPORTS = ("ckpt_export", "onnx_export", "trt_export")
 
 
-def _docs_commands() -> list[str]:
-    """docs/README.md's commands that must work in the release, trailing comments and shell variables resolved."""
-    docs = (ROOT / "docs" / "README.md").read_text()
-    commands = [c for c in _commands(docs) if "# repository only" not in c]
+def _docs_commands(bundle: Path) -> list[str]:
+    """The commands of the docs in the unpacked release ``bundle`` that must work there, trailing comments and shell
+    variables resolved."""
+    commands = [c for name in DOCS for c in _commands((bundle / name).read_text()) if "# repository only" not in c]
     commands = [re.sub(r"\s+#\s.*$", "", c).strip() for c in commands]
     return [c.replace("$k", "1").replace("$fold", "1").replace("$PWD", ".") for c in commands]
 
@@ -377,15 +410,17 @@ def _dry_export(bundle: Path, tokens: list[str]) -> None:
 
 @needs_model
 def test_every_docs_command_works_in_the_unpacked_release(tmp_path: Path) -> None:
-    """docs/README.md travels in the release zip: each of its commands not marked "# repository only" is checked
-    inside the unpacked zip. ``monai.bundle run`` commands (and torchrun's) are resolved without running
-    (:func:`_dry_run`), exports are checked likewise, and the main command, inference, runs there for real on a
-    crop of the sample; commands that cannot run here are in NOT_RUN with the reason (and the test that covers them)."""
+    """The model card and the research record travel in the release zip: each of their commands (as the zip holds
+    them) not marked "# repository only" is checked inside the unpacked zip. ``monai.bundle run`` commands (and
+    torchrun's) are resolved without running (:func:`_dry_run`), exports are checked likewise, and the main command,
+    inference, runs there for real on a crop of the sample; commands that cannot run here are in NOT_RUN with the
+    reason (and the test that covers them)."""
     result = pack(output_dir=str(tmp_path / "dist"), progress=False)
     with zipfile.ZipFile(result["zip"]) as archive:
         archive.extractall(tmp_path / "release")
     bundle = tmp_path / "release" / NAME
-    commands = _docs_commands()
+    assert all((bundle / name).is_file() for name in DOCS)
+    commands = _docs_commands(bundle)
     assert len(commands) > 30
     unchecked = []
     for command in commands:
@@ -403,7 +438,7 @@ def test_every_docs_command_works_in_the_unpacked_release(tmp_path: Path) -> Non
                 _dry_export(bundle, tokens)
             else:
                 unchecked.append(command)
-    assert not unchecked, "add these docs/README.md commands to a check or to NOT_RUN:\n" + "\n".join(unchecked)
+    assert not unchecked, "add these docs commands to a check or to NOT_RUN:\n" + "\n".join(unchecked)
 
     # the first command of "Execute inference", as it is, plus a small input and the sample crop's cheap flags
     main = "python -m monai.bundle run --config_file configs/inference.json --dataset_dir my_stacks"

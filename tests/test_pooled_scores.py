@@ -7,7 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from bundle.cli import _folders, pool_scores
+from bundle.cli import pool_scores
+from bundle.flags import folders
 from conftest import EVALUATE, TINY, run_cli, run_workflow, workflow
 from scripts.errors import BundleInputError
 from scripts.evaluation import compare_pooled, pooled_scores
@@ -83,10 +84,10 @@ def test_missing_or_foreign_files_are_named(tmp_path: Path) -> None:
 def test_folder_patterns_expand_in_order(tmp_path: Path) -> None:
     for name in ("fold1", "fold0", "other"):
         (tmp_path / name).mkdir()
-    assert _folders((str(tmp_path / "fold*"),)) == [str(tmp_path / "fold0"), str(tmp_path / "fold1")]
-    assert _folders(f"{tmp_path / 'other'},{tmp_path / 'fold1'}") == [str(tmp_path / "other"), str(tmp_path / "fold1")]
+    assert folders((str(tmp_path / "fold*"),)) == [str(tmp_path / "fold0"), str(tmp_path / "fold1")]
+    assert folders(f"{tmp_path / 'other'},{tmp_path / 'fold1'}") == [str(tmp_path / "other"), str(tmp_path / "fold1")]
     with pytest.raises(BundleInputError, match="matches no folder"):
-        _folders((str(tmp_path / "absent*"),))
+        folders((str(tmp_path / "absent*"),))
     result = run_cli("-m", "bundle", "pool_scores", str(tmp_path / "absent*"))
     assert result.returncode != 0 and "matches no folder" in result.stderr
 

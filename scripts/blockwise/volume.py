@@ -1,7 +1,7 @@
 # Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
 """Blockwise inference of large zarr volumes on a Dask cluster (``configs/inference_dask.json``).
 
-A volume is cut into chunk-aligned blocks (``scripts.blocks``); Dask workers infer them side by side, each writing
+A volume is cut into chunk-aligned blocks (``scripts.blockwise.blocks``); Dask workers infer them side by side, each writing
 its block straight into the output zarr and marking it done, so Dask's own scheduling, retries after a lost worker
 and memory management apply, and a rerun after a killed job skips the blocks already written.
 
@@ -13,7 +13,7 @@ across sections. 3D networks are refused (their windows would need a z-halo and 
 
 Cells: each block is segmented on its own (``scripts.instances.segment_cells``); labels are made unique in the
 volume by per-block offsets, and in "3d" mode cells cut by a block face are joined across it
-(``scripts.stitching``). In "2d" mode blocks are whole sections and the cells equal whole-volume ones exactly.
+(``scripts.blockwise.stitching``). In "2d" mode blocks are whole sections and the cells equal whole-volume ones exactly.
 
 Every stage writes into a hidden ``.<result>.blocks/`` folder beside the result (``settings.json``, one marker per
 finished block, the zarr being written); the finished zarr is moved into place (``<output_dir>/<stem>_prob.zarr``,
@@ -36,16 +36,18 @@ import torch
 from distributed import WorkerPlugin
 from torch import nn
 
+from ..errors import BundleInputError
+from ..inferers import MembraneInferer
+from ..instances import seed_options, segment_cells
+from ..io import create_zarr, finalize_zarr, image_stem, is_zarr, open_zarr, read_pixel_size, zarr_spacing
+from ..morphology import block_volume_sums, cell_table, merged_volume_rows, write_cell_table
+from ..outputs import result_path
+from ..progress import bar
+from ..scale import ZoomPolicy, pick_sections, table_spacing
+from ..settings import check_device, choice, integer, output_folder
+from ..transforms import TARGETS, normalize_sections
 from .blocks import Block, BlockLedger, block_faces, block_shape, plan_blocks
-from .errors import BundleInputError
-from .inferers import MembraneInferer
-from .instances import seed_options, segment_cells
-from .io import create_zarr, finalize_zarr, image_stem, is_zarr, open_zarr, zarr_spacing
-from .morphology import block_volume_sums, cell_table, merged_volume_rows, write_cell_table
-from .outputs import result_path
-from .settings import check_device, choice, integer, output_folder
 from .stitching import block_offsets, core_labels, face_matches, merged_labels, relabel
-from .transforms import TARGETS, normalize_sections
 
 PLUGIN = "fusionnet-inference"
 BLOCKWISE_MODES = ("2d", "3d", "none")
@@ -80,7 +82,7 @@ class InferencePlugin(WorkerPlugin):
         network: the network of inference.json (weights loaded, prepared); sent to each worker once.
         inferer: inference.json's ``MembraneInferer``.
         device_type: "cpu" or "cuda" (see :func:`worker_device`).
-        host_threads: task threads of all the cluster's workers on each host (``scripts.scheduler.host_threads``):
+        host_threads: task threads of all the cluster's workers on each host (``scripts.blockwise.scheduler.host_threads``):
             a worker's PyTorch threads are its host's cores over that count, so that several worker processes on
             one machine share its cores instead of each taking all of them.
     """
@@ -126,13 +128,14 @@ class InferencePlugin(WorkerPlugin):
                 self.network = network.eval()
             return self.network
 
-    def probability(self, image: np.ndarray) -> np.ndarray:
+    def probability(self, image: np.ndarray, zoom: Sequence[float] | None = None) -> np.ndarray:
         """Membrane probability of ``(Z, Y, X)`` whole sections, ``(Z, Y, X)`` float32 in [0, 1], computed as
-        inference.json computes it: per-section normalization, then the inferer on ``(1, 1, Z, Y, X)``."""
+        inference.json computes it: per-section normalization, then the inferer on ``(1, 1, Z, Y, X)`` at
+        ``zoom`` (whole sections are resampled, so blocks need no halo in y and x)."""
         network = self.model()
         x = normalize_sections(image.astype(np.float32, copy=False))[None, None].to(self.device)
         with torch.inference_mode():
-            prob = self.inferer(x, network)[0, 0].float().cpu().numpy()
+            prob = self.inferer(x, network, zoom=zoom)[0, 0].float().cpu().numpy()
         return np.clip(prob, 0.0, 1.0)
 
 
@@ -143,9 +146,10 @@ def _plugin() -> InferencePlugin:
 
 
 # ------------------------------------------------------------------------------------ block tasks (run on workers)
-def probability_block(block: Block, source, target, ledger: BlockLedger) -> None:
-    """Infer one block of whole sections of ``source`` into ``target`` (zarr arrays), then mark it done."""
-    target[block.region] = _plugin().probability(np.asarray(source[block.region]))
+def probability_block(block: Block, source, target, ledger: BlockLedger, zoom: Sequence[float] | None = None) -> None:
+    """Infer one block of whole sections of ``source`` into ``target`` (zarr arrays) at ``zoom``, then mark it
+    done."""
+    target[block.region] = _plugin().probability(np.asarray(source[block.region]), zoom)
     ledger.mark(block.index)
 
 
@@ -169,7 +173,7 @@ def _plane(block: Block, axis: int, last: bool) -> tuple[slice, ...]:
 
 
 def face_block(face: tuple[int, Block, Block], labels, offsets: np.ndarray) -> np.ndarray:
-    """The label pairs joined across one block face (``scripts.stitching.face_matches``), in volume labels."""
+    """The label pairs joined across one block face (``scripts.blockwise.stitching.face_matches``), in volume labels."""
     axis, before, after = face
     a = relabel(labels[_plane(before, axis, True)], offsets[before.index])
     b = relabel(labels[_plane(after, axis, False)], offsets[after.index])
@@ -190,13 +194,21 @@ def cells_block(
 
 
 # ----------------------------------------------------------------------------------------- the driver (the client)
-def _run_blocks(client, function: Callable, blocks: Sequence, ledger: BlockLedger, **kwargs) -> list:
+def _run_blocks(client, function: Callable, blocks: Sequence, ledger: BlockLedger, name: str = "", **kwargs) -> list:
     """Run ``function(block, ..., ledger=ledger, **kwargs)`` on the cluster for the blocks not yet done; returns
-    every block's marked result, in block order."""
+    every block's marked result, in block order. A bar named ``name`` counts the blocks as they finish (those a
+    resumed run finds done included), with the rate and time left (``scripts.progress.bar``); the first block
+    that fails raises its error here."""
+    from distributed import as_completed
+
     todo = [b for b in blocks if not ledger.done(b.index)]
     logger.info("%s: %d of %d blocks to do", ledger.folder.name, len(todo), len(blocks))
     if todo:
-        client.gather(client.map(function, todo, ledger=ledger, pure=False, **kwargs))
+        futures = client.map(function, todo, ledger=ledger, pure=False, **kwargs)
+        with bar(total=len(blocks), name=name, unit="block", initial=len(blocks) - len(todo)) as done:
+            for future in as_completed(futures):
+                future.result()  # raises a block's error, as gathering all of them did
+                done.update(1)
     return [ledger.result(b.index) for b in blocks]
 
 
@@ -210,9 +222,7 @@ def _work_array(ledger: BlockLedger, shape, dtype, chunks, spacing):
         create_zarr(data, shape, dtype, chunks=chunks, spacing=spacing)
         finalize_zarr(data)  # in place at once: the blocks written so far must outlive a killed job
         ledger.fresh = False
-    array = open_zarr(data)
-    array.read_only = False  # open_zarr opens for reading; workers write their blocks into it
-    return array
+    return open_zarr(data, writable=True)  # workers write their blocks into it
 
 
 def _publish(ledger: BlockLedger, result: str) -> None:
@@ -250,8 +260,10 @@ class BlockwiseSegmenter:
         seed_threshold, min_seed_size, seeds, seed_distance: watershed seeds, see ``scripts.instances``.
         target: "foreground" maps are segmented as objects (see ``scripts.writers.SaveEMResultsd``).
         memory_limit: per worker of a LocalCluster (Dask's, e.g. "4GB" or "auto").
-        cell_halo: voxels of context around each block for "3d" cells (``scripts.stitching.core_labels``); about
+        cell_halo: voxels of context around each block for "3d" cells (``scripts.blockwise.stitching.core_labels``); about
             a cell radius, so that every cell cut by a face has its seed on both sides.
+        zoom_policy: chooses each volume's zoom (``scripts.scale.ZoomPolicy``) from its pixel size and a few of its
+            sections; None runs the network on the input's own grid.
     """
 
     def __init__(
@@ -270,6 +282,7 @@ class BlockwiseSegmenter:
         target: str = "membrane",
         memory_limit: str | int = "auto",
         cell_halo: int = 16,
+        zoom_policy: ZoomPolicy | None = None,
     ) -> None:
         from .scheduler import local_workers
 
@@ -286,6 +299,7 @@ class BlockwiseSegmenter:
         self.scheduler, self.memory_limit = str(scheduler), memory_limit
         self.block_size = block_size
         self.cell_halo = integer(cell_halo, "cell_halo", 0, 16)
+        self.zoom_policy = zoom_policy
         self.instance_mode = choice(instance_mode, "instance_mode", BLOCKWISE_MODES)
         target = choice(target, "target", TARGETS)
         self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
@@ -311,6 +325,19 @@ class BlockwiseSegmenter:
             "device": self.device.type,
         }
 
+    def choose_zoom(self, path: str, source) -> tuple[float, ...] | None:
+        """The zoom of one volume (``scripts.scale.ZoomPolicy``), from its pixel size and a few of its sections."""
+        if self.zoom_policy is None:
+            return None
+
+        def sections() -> torch.Tensor:
+            picked = [
+                normalize_sections(np.asarray(source[z], dtype=np.float32))[None] for z in pick_sections(source.shape[0])
+            ]
+            return torch.stack(picked).float()  # (n, 1, Y, X)
+
+        return self.zoom_policy.choose(os.path.basename(path), sections, read_pixel_size(path)).zoom
+
     def segment(self, client, path: str) -> str:
         """Write the results of one volume; returns the path of its ``_prob.zarr``."""
         source = open_zarr(path)
@@ -320,20 +347,32 @@ class BlockwiseSegmenter:
         stem = image_stem(path)
         prob_path = result_path(self.output_dir, stem, "_prob", "zarr")
         sections = block_shape(shape, chunks, self._z_blocks(chunks))
+        zoom = self.choose_zoom(path, source)
         settings = {
             "input": os.path.abspath(path),
             "shape": shape,
             "chunks": chunks,
             "blocks": sections,
+            "zoom": None if zoom is None else list(zoom),
             **self.inference_settings(),
         }
         ledger = BlockLedger(_ledger_folder(prob_path), settings)
         if not (ledger.done("complete") and is_zarr(prob_path)):
             target = _work_array(ledger, shape, np.float32, chunks, spacing)
-            _run_blocks(client, probability_block, plan_blocks(shape, sections), ledger, source=source, target=target)
+            blocks = plan_blocks(shape, sections)
+            _run_blocks(
+                client,
+                probability_block,
+                blocks,
+                ledger,
+                f"{stem}: probability",
+                source=source,
+                target=target,
+                zoom=zoom,
+            )
             _publish(ledger, prob_path)
         if self.instance_mode != "none":
-            self.cells(client, prob_path, stem, settings, spacing)
+            self.cells(client, prob_path, stem, settings, spacing, table_spacing(read_pixel_size(path)))
         return prob_path
 
     def _z_blocks(self, chunks: Sequence[int]) -> list[int | None]:
@@ -342,8 +381,10 @@ class BlockwiseSegmenter:
         z = size[0] if isinstance(size, (list, tuple)) and size else size
         return [int(chunks[0]) if z is None else z, None, None]
 
-    def cells(self, client, prob_path: str, stem: str, prob_settings: dict, spacing) -> None:
-        """``<stem>_seg.zarr`` and ``<stem>_cells.csv`` from the finished probability, block by block."""
+    def cells(self, client, prob_path: str, stem: str, prob_settings: dict, spacing, table=None) -> None:
+        """``<stem>_seg.zarr`` and ``<stem>_cells.csv`` from the finished probability, block by block; ``spacing``
+        is stored with the results, ``table`` (``(z, y, x)`` nm, ``scripts.scale.table_spacing``) gives the
+        table's physical columns."""
         seg_path = result_path(self.output_dir, stem, "_seg", "zarr")
         prob = open_zarr(prob_path)
         shape, chunks = tuple(prob.shape), tuple(prob.chunks)
@@ -353,13 +394,13 @@ class BlockwiseSegmenter:
         halo = self.cell_halo if mode == "3d" else 0  # 2D cells never cross a section, nor a block of sections
         label_settings = {"prob": prob_settings, "mode": mode, "options": self.segment_options, "blocks": size,
                           "halo": halo}  # fmt: skip
-        cell_ledger = BlockLedger(_ledger_folder(seg_path, "cells"), {"labels": label_settings, "spacing": spacing})
+        cell_ledger = BlockLedger(_ledger_folder(seg_path, "cells"), {"labels": label_settings, "spacing": table})
         if cell_ledger.done("complete") and is_zarr(seg_path):
             return
         label_ledger = BlockLedger(_ledger_folder(seg_path, "labels"), label_settings)
         labels = _work_array(label_ledger, shape, np.uint32, chunks, spacing)
-        counts = _run_blocks(client, label_block, blocks, label_ledger, prob=prob, labels=labels, mode=mode,
-                             options=self.segment_options, halo=halo)  # fmt: skip
+        counts = _run_blocks(client, label_block, blocks, label_ledger, f"{stem}: cells", prob=prob, labels=labels,
+                             mode=mode, options=self.segment_options, halo=halo)  # fmt: skip
         offsets = block_offsets(counts)
         lookup = None
         if mode == "3d":
@@ -368,9 +409,9 @@ class BlockwiseSegmenter:
             lookup = merged_labels(int(sum(counts)), np.concatenate([np.zeros((0, 2), np.int64), *matches]))
             lookup = client.scatter(lookup, broadcast=True)
         seg = _work_array(cell_ledger, shape, np.uint32, chunks, spacing)
-        parts = _run_blocks(client, cells_block, blocks, cell_ledger, labels=labels, seg=seg, offsets=offsets,
-                            lookup=lookup, mode=mode, spacing=spacing)  # fmt: skip
-        rows = merged_volume_rows(parts, spacing) if mode == "3d" else [row for part in parts for row in part]
+        parts = _run_blocks(client, cells_block, blocks, cell_ledger, f"{stem}: cell table", labels=labels, seg=seg,
+                            offsets=offsets, lookup=lookup, mode=mode, spacing=table)  # fmt: skip
+        rows = merged_volume_rows(parts, table) if mode == "3d" else [row for part in parts for row in part]
         write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, mode)
         _publish(cell_ledger, seg_path)
         shutil.rmtree(label_ledger.folder / "data.zarr", ignore_errors=True)  # the per-block labels are spent

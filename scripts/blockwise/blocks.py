@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from itertools import product
 from pathlib import Path
 
-from .errors import BundleInputError
-from .outputs import atomic_path, make_output_folder
+from ..errors import BundleInputError
+from ..outputs import atomic_path, make_output_folder
 
 Region = tuple[slice, slice, slice]
 

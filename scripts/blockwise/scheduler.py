@@ -6,8 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from .errors import BundleInputError
-from .settings import integer
+from ..errors import BundleInputError
+from ..settings import integer
 
 SCHEDULER_FIX = "pass --scheduler local:2 (two worker processes on this machine) or a scheduler address tcp://host:8786"
 
@@ -32,7 +32,7 @@ def dask_client(
     """A ``distributed.Client`` for ``scheduler``, closed (with its cluster, if made here) on exit.
 
     ``local:N`` starts a ``LocalCluster`` of N worker processes with one task thread each (a block's network call
-    uses the cores through PyTorch's own threads, see ``scripts.blockwise.InferencePlugin``) and ``memory_limit``
+    uses the cores through PyTorch's own threads, see ``scripts.blockwise.volume.InferencePlugin``) and ``memory_limit``
     per worker, beyond which Dask spills and restarts as it does; an address such as ``tcp://host:8786`` connects
     to a running scheduler (e.g. dask-jobqueue's ``SLURMCluster``).
     """

@@ -1,0 +1,65 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Fine-tuning a trained model on a few labelled sections (``configs/finetune.json`` over ``configs/train.json``).
+
+finetune.json loads ``ckpt_path`` (the shipped ``models/model.pt`` by default) into ``network_def`` before training,
+keeps inference.json's width, and sets a schedule for a few sections: a budget in optimiser ``steps`` (turned into
+epochs by :func:`epochs_for_steps`, so that 2 or 8 sections get the same number of updates), a lower learning rate,
+no validation (a user with 2 labelled sections has none to spare) and, optionally, frozen encoder levels
+(:func:`trainable_parameters`). The last epoch's weights are ``runs/finetune/models/model.pt``, never the shipped
+``models/model.pt``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sized
+
+from torch import nn
+
+from .errors import BundleInputError
+from .settings import integer
+
+
+def epochs_for_steps(steps: object, sections: Sized, batch_size: object) -> int:
+    """The number of epochs that gives at least ``steps`` optimiser steps over ``sections`` training items.
+
+    Each epoch of train.json's loader takes ``ceil(len(sections) / batch_size)`` steps (one step takes
+    ``batch_size`` sections, ``samples_per_section`` patches of each).
+    """
+    steps = integer(steps, "steps", 1, 200)
+    batch = integer(batch_size, "batch_size", 1, 2)
+    if len(sections) == 0:
+        raise BundleInputError(
+            "dataset_dir",
+            "has no training sections",
+            "give labelled sections (images/ and labels/ with the same names)",
+        )
+    per_epoch = math.ceil(len(sections) / batch)
+    return max(1, math.ceil(steps / per_epoch))
+
+
+def _unwrap(network: nn.Module) -> nn.Module:
+    return network.module if isinstance(network, nn.parallel.DistributedDataParallel) else network
+
+
+def trainable_parameters(network: nn.Module, freeze_levels: object = 0) -> Iterator[nn.Parameter]:
+    """The parameters the optimiser updates: all but those of FusionNet's first ``freeze_levels`` encoder levels
+    (0 = none, up to 4), which get ``requires_grad`` False. The frozen levels' batch norms still update their
+    running statistics in training mode, so they adapt to the new images' contrast."""
+    levels = integer(freeze_levels, "freeze_levels", 0, 2)
+    model = _unwrap(network)
+    if levels:
+        encoders = getattr(model, "encoders", None)
+        if encoders is None:
+            raise BundleInputError(
+                "freeze_levels", f"needs a FusionNet, got {type(model).__name__}", "pass --freeze_levels 0"
+            )
+        if levels > len(encoders):
+            raise BundleInputError(
+                "freeze_levels",
+                f"must be at most {len(encoders)} (the encoder levels), got {freeze_levels!r}",
+                f"pass --freeze_levels between 0 and {len(encoders)}",
+            )
+        for level in encoders[:levels]:
+            level.requires_grad_(False)
+    return (p for p in network.parameters() if p.requires_grad)

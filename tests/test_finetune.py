@@ -1,0 +1,124 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""configs/finetune.json over configs/train.json: fine-tuning a trained model on a few labelled sections."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from conftest import ROOT, TINY
+from monai.bundle import ConfigParser, ConfigWorkflow
+from scripts.errors import BundleInputError
+from scripts.finetune import epochs_for_steps, trainable_parameters
+from scripts.fusionnet import FusionNet
+
+FILES = [str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "finetune.json")]
+needs_model = pytest.mark.skipif(not (ROOT / "models" / "model.pt").is_file(), reason="no shipped models/model.pt")
+
+
+def _finetune(**overrides: Any) -> ConfigWorkflow:
+    """An initialized fine-tuning workflow (bundle_root = the repository), as ``monai.bundle run`` builds it."""
+    wf = ConfigWorkflow(config_file=FILES, meta_file=str(ROOT / "configs" / "metadata.json"), logging_file=False,
+                        workflow_type="train", bundle_root=str(ROOT), device="cpu", **overrides)  # fmt: skip
+    wf.initialize()
+    return wf
+
+
+def _tiny_checkpoint(path: Path, seed: int = 5) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    state = FusionNet(features=TINY).state_dict()
+    torch.save(state, path)
+    return state
+
+
+def test_finetune_defaults_start_from_the_shipped_model_and_keep_models_untouched() -> None:
+    parser = ConfigParser()
+    parser.read_config(FILES)
+    parser.update({"bundle_root": str(ROOT)})
+    inference = json.loads((ROOT / "configs" / "inference.json").read_text())
+    train = json.loads((ROOT / "configs" / "train.json").read_text())
+    assert Path(parser.get_parsed_content("ckpt_path")) == ROOT / "models" / "model.pt"
+    assert parser.get_parsed_content("features") == inference["features"]  # the shipped width, whatever train.json's
+    assert Path(parser.get_parsed_content("model_dir")) == ROOT / "runs" / "finetune" / "models"  # not models/
+    assert parser.get_parsed_content("learning_rate") < train["learning_rate"]
+    assert parser.get_parsed_content("val_fraction") == 0  # every labelled section trains: none held out
+    saver = parser.get("train#handlers#6")  # the last epoch's weights are the model: model.pt
+    assert saver["_target_"] == "CheckpointSaver" and saver["save_final"] and saver["final_filename"] == "model.pt"
+    # train.json's initialize (checks, seed), then the checkpoint: nothing of train.json's drops out
+    assert parser.get("initialize") == [train["initialize"], "$@checkpointloader()"]
+
+
+@needs_model
+def test_finetune_loads_the_shipped_weights_at_its_width(labelled_dir: Path, tmp_path: Path) -> None:
+    wf = _finetune(dataset_dir=str(labelled_dir), output_dir=str(tmp_path / "run"))
+    shipped = torch.load(ROOT / "models" / "model.pt", map_location="cpu", weights_only=True)
+    network = wf.parser.get_parsed_content("network")
+    for key, value in network.state_dict().items():
+        torch.testing.assert_close(value, shipped[key], rtol=0, atol=0, msg=key)
+    # train.json alone starts from random weights
+    plain = ConfigParser()
+    plain.read_config(FILES[0])
+    plain.update({"bundle_root": str(ROOT), "device": "cpu"})
+    assert not torch.equal(plain.get_parsed_content("network").state_dict()["head.conv.weight"],
+                           shipped["head.conv.weight"])  # fmt: skip
+
+
+def test_finetune_trains_from_ckpt_path_for_steps_into_its_run_folder(labelled_dir: Path, tmp_path: Path) -> None:
+    """From --ckpt_path, all 5 sections training (3 steps an epoch at batch size 2), no validation, the first
+    encoder level frozen; the last epoch's weights land in <output_dir>/models/model.pt."""
+    start = _tiny_checkpoint(tmp_path / "start.pt")
+    run = tmp_path / "run"
+    wf = _finetune(dataset_dir=str(labelled_dir), output_dir=str(run), ckpt_path=str(tmp_path / "start.pt"),
+                   features=TINY, patch_size=[64, 64], samples_per_section=1, batch_size=2, steps=4,
+                   freeze_levels=1)  # fmt: skip
+    sections = wf.parser.get_parsed_content("sections")
+    assert len(sections["training"]) == 5 and not sections["validation"]
+    assert wf.parser.get_parsed_content("epochs") == 2  # ceil(4 steps / 3 steps an epoch)
+    network = wf.parser.get_parsed_content("network")
+    for key, value in network.state_dict().items():  # loaded before training starts
+        torch.testing.assert_close(value, start[key], rtol=0, atol=0, msg=key)
+    wf.run()
+    wf.finalize()
+    trainer = wf.parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 6
+    names = {p.name for p in (run / "models").iterdir()}
+    assert "model.pt" in names and "model_final.pt" not in names  # the last epoch: no selection on training data
+    final = torch.load(run / "models" / "model.pt", map_location="cpu", weights_only=True)
+    frozen = [k for k in start if k.startswith("encoders.0.") and start[k].is_floating_point() and "running" not in k]
+    assert frozen and all(torch.equal(final[k], start[k]) for k in frozen)  # frozen level: weights kept
+    assert not torch.equal(final["encoders.1.conv_in.conv.weight"], start["encoders.1.conv_in.conv.weight"])
+
+
+def test_epochs_for_steps_gives_the_same_budget_for_any_number_of_sections() -> None:
+    assert epochs_for_steps(200, [0] * 2, 2) == 200  # 1 step an epoch
+    assert epochs_for_steps(200, [0] * 8, 2) == 50  # 4 steps an epoch
+    assert epochs_for_steps(10, [0] * 5, 2) == 4  # 3 steps an epoch: at least the steps asked for
+    with pytest.raises(BundleInputError, match="steps"):
+        epochs_for_steps(0, [0], 2)
+    with pytest.raises(BundleInputError, match="no training sections"):
+        epochs_for_steps(10, [], 2)
+
+
+def test_trainable_parameters_freeze_the_first_encoder_levels() -> None:
+    network = FusionNet(features=TINY)
+    assert len(list(trainable_parameters(network, 0))) == len(list(network.parameters()))
+    trained = {id(p) for p in trainable_parameters(network, 2)}
+    for i, level in enumerate(network.encoders):
+        assert all((id(p) in trained) == (i >= 2) and p.requires_grad == (i >= 2) for p in level.parameters())
+    assert all(id(p) in trained for p in network.bridge.parameters())
+    with pytest.raises(BundleInputError, match="at most 4"):
+        trainable_parameters(FusionNet(features=TINY), 5)
+    with pytest.raises(BundleInputError, match="needs a FusionNet"):
+        trainable_parameters(torch.nn.Conv2d(1, 1, 3), 1)
+
+
+def test_bundle_cli_finetune_runs_train_and_finetune_json(monkeypatch: pytest.MonkeyPatch) -> None:
+    import bundle.cli as cli
+
+    calls = []
+    monkeypatch.setattr(cli, "_run_workflow", lambda config, overrides: calls.append((config, overrides)))
+    cli.COMMANDS["finetune"](dataset_dir="my_labels")
+    assert calls == [(["train.json", "finetune.json"], {"dataset_dir": "my_labels"})]
