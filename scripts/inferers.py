@@ -11,8 +11,8 @@ from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 from torch import nn
 
 from .errors import BundleInputError, as_bool
-from .scale import meta_zoom, needs_resampling, resample, resample_sections, zoomed_shape
 from .progress import Progress
+from .scale import meta_zoom, needs_resampling, resample, resample_sections, zoomed_shape
 from .settings import DIVISOR, check_device, check_window_count, choice, fraction, integer, spatial_size, window_count
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}

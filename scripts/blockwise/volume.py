@@ -212,14 +212,14 @@ def _run_blocks(client, function: Callable, blocks: Sequence, ledger: BlockLedge
     return [ledger.result(b.index) for b in blocks]
 
 
-def _work_array(ledger: BlockLedger, shape, dtype, chunks, spacing):
+def _work_array(ledger: BlockLedger, shape, dtype, chunks, spacing, pixel_size=None):
     """The zarr a stage writes into, ``<ledger>/data.zarr``: made afresh with the ledger, else reopened to resume
     (a ledger whose data is gone starts again)."""
     data = ledger.folder / "data.zarr"
     if not ledger.fresh and not is_zarr(data):
         ledger.reset()
     if ledger.fresh:
-        create_zarr(data, shape, dtype, chunks=chunks, spacing=spacing)
+        create_zarr(data, shape, dtype, chunks=chunks, spacing=spacing, pixel_size=pixel_size)
         finalize_zarr(data)  # in place at once: the blocks written so far must outlive a killed job
         ledger.fresh = False
     return open_zarr(data, writable=True)  # workers write their blocks into it
@@ -332,7 +332,8 @@ class BlockwiseSegmenter:
 
         def sections() -> torch.Tensor:
             picked = [
-                normalize_sections(np.asarray(source[z], dtype=np.float32))[None] for z in pick_sections(source.shape[0])
+                normalize_sections(np.asarray(source[z], dtype=np.float32))[None]
+                for z in pick_sections(source.shape[0])
             ]
             return torch.stack(picked).float()  # (n, 1, Y, X)
 
@@ -348,6 +349,7 @@ class BlockwiseSegmenter:
         prob_path = result_path(self.output_dir, stem, "_prob", "zarr")
         sections = block_shape(shape, chunks, self._z_blocks(chunks))
         zoom = self.choose_zoom(path, source)
+        self.source_path = path  # results keep its pixel size
         settings = {
             "input": os.path.abspath(path),
             "shape": shape,
@@ -358,7 +360,7 @@ class BlockwiseSegmenter:
         }
         ledger = BlockLedger(_ledger_folder(prob_path), settings)
         if not (ledger.done("complete") and is_zarr(prob_path)):
-            target = _work_array(ledger, shape, np.float32, chunks, spacing)
+            target = _work_array(ledger, shape, np.float32, chunks, spacing, read_pixel_size(self.source_path))
             blocks = plan_blocks(shape, sections)
             _run_blocks(
                 client,
@@ -398,7 +400,7 @@ class BlockwiseSegmenter:
         if cell_ledger.done("complete") and is_zarr(seg_path):
             return
         label_ledger = BlockLedger(_ledger_folder(seg_path, "labels"), label_settings)
-        labels = _work_array(label_ledger, shape, np.uint32, chunks, spacing)
+        labels = _work_array(label_ledger, shape, np.uint32, chunks, spacing, read_pixel_size(self.source_path))
         counts = _run_blocks(client, label_block, blocks, label_ledger, f"{stem}: cells", prob=prob, labels=labels,
                              mode=mode, options=self.segment_options, halo=halo)  # fmt: skip
         offsets = block_offsets(counts)
@@ -408,7 +410,7 @@ class BlockwiseSegmenter:
             matches = client.gather(client.map(face_block, faces, labels=labels, offsets=offsets, pure=False))
             lookup = merged_labels(int(sum(counts)), np.concatenate([np.zeros((0, 2), np.int64), *matches]))
             lookup = client.scatter(lookup, broadcast=True)
-        seg = _work_array(cell_ledger, shape, np.uint32, chunks, spacing)
+        seg = _work_array(cell_ledger, shape, np.uint32, chunks, spacing, read_pixel_size(self.source_path))
         parts = _run_blocks(client, cells_block, blocks, cell_ledger, f"{stem}: cell table", labels=labels, seg=seg,
                             offsets=offsets, lookup=lookup, mode=mode, spacing=table)  # fmt: skip
         rows = merged_volume_rows(parts, table) if mode == "3d" else [row for part in parts for row in part]
