@@ -24,18 +24,33 @@ ROOT = Path(__file__).resolve().parents[1]
 ISBI_TEST_STACK = ROOT.parent / "shared" / "data" / "isbi2012" / "test-volume.tif"
 
 
-def job_stack(folder: Path, sections: int = 30, size: int = 512) -> tuple[Path, str]:
+def job_stack(folder: Path, sections: int = 30, size: int = 512, pixel_size: float = 0.0) -> tuple[Path, str]:
     """The stack to segment: the ISBI test stack if present (and the size asked for is its own), else a generated
-    EM-like stack of ``sections`` x ``size`` x ``size`` written into ``folder``. Returns its path and a description."""
-    if ISBI_TEST_STACK.is_file() and (sections, size) == (30, 512):
-        return ISBI_TEST_STACK, "ISBI 2012 test stack (30 x 512 x 512)"
-    from scripts.io import write_tiff
-    from scripts.synthetic import make_em_stack
+    EM-like stack of ``sections`` x ``size`` x ``size`` written into ``folder``. With ``pixel_size`` (nm) the 4 nm
+    stack is resampled to it (cubic, antialiased when it shrinks) and written with resolution tags saying so, as a
+    microscope at that pixel size would give it. Returns its path and a description."""
+    from scripts.io import PixelSize, write_tiff
 
-    image, _ = make_em_stack((sections, size, size), seed=0)
-    path = folder / "em-stack.tif"
-    write_tiff(path, image)
-    return path, f"generated EM-like stack ({sections} x {size} x {size})"
+    if ISBI_TEST_STACK.is_file() and (sections, size) == (30, 512):
+        path, description = ISBI_TEST_STACK, "ISBI 2012 test stack (30 x 512 x 512)"
+    else:
+        from scripts.synthetic import make_em_stack
+
+        image, _ = make_em_stack((sections, size, size), seed=0)
+        path, description = folder / "em-stack.tif", f"generated EM-like stack ({sections} x {size} x {size})"
+        write_tiff(path, image)
+    if not pixel_size:
+        return path, description
+    import tifffile
+    import torch.nn.functional as F
+
+    image = torch.as_tensor(tifffile.imread(path), dtype=torch.float32)[:, None]
+    shape = tuple(int(round(n * 4.0 / pixel_size)) for n in image.shape[-2:])
+    image = F.interpolate(image, size=shape, mode="bicubic", align_corners=False, antialias=pixel_size > 4.0)
+    resampled = folder / f"em-stack-{pixel_size:g}nm.tif"
+    write_tiff(resampled, image[:, 0].clamp(0, 255).round().to(torch.uint8).numpy(),
+               pixel_size=PixelSize((50.0, float(pixel_size), float(pixel_size)), "benchmark"))  # fmt: skip
+    return resampled, f"{description} resampled to {pixel_size:g} nm ({shape[0]} x {shape[1]}, resolution tags)"
 
 
 def useful_gflop_per_section(features: Sequence[int], size: int) -> float:
@@ -71,12 +86,13 @@ def job_benchmark(
     sections: int = 30,
     size: int = 512,
     overrides: Sequence[str] = (),
+    pixel_size: float = 0.0,
 ) -> dict[str, Any]:
     """Time the default inference job on the stack of :func:`job_stack`; ``peak_gflops`` are the measured matmul
     peaks ("fp32", "bf16"). Returns seconds in all, per section, and the useful GFLOP/s as a fraction of each peak
     (the bf16 one only where bf16 is native)."""
     with tempfile.TemporaryDirectory() as tmp:
-        stack, description = job_stack(Path(tmp), sections, size)
+        stack, description = job_stack(Path(tmp), sections, size, pixel_size)
         seconds = run_job(stack, Path(tmp) / "out", overrides)
         outputs = sorted(p.name for p in (Path(tmp) / "out").iterdir())
     useful = useful_gflop_per_section(features, size) * sections / seconds

@@ -241,11 +241,14 @@ def benchmark(
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_table(report)
 
 
-def benchmark_job(sections: int = 30, size: int = 512, overrides: str = "", json: bool = False) -> str:
+def benchmark_job(
+    sections: int = 30, size: int = 512, overrides: str = "", json: bool = False, pixel_size: float = 0.0
+) -> str:
     """The whole inference job alone (the last row of ``benchmark``): inference.json's defaults in a fresh process
     on the 30-section ISBI test stack (a generated one of ``sections`` x ``size`` x ``size`` where it is absent),
     as seconds per section and useful network GFLOP/s against the measured matmul peak. ``--overrides`` times a
-    variant, e.g. ``--overrides="--tta false"`` (with =)."""
+    variant, e.g. ``--overrides="--tta false"`` (with =); ``--pixel_size 8`` resamples the 4 nm stack to 8 nm and
+    tags it so (what resampling to the model's scale and back costs)."""
     import json as json_module
 
     import torch
@@ -253,14 +256,15 @@ def benchmark_job(sections: int = 30, size: int = 512, overrides: str = "", json
     from bundle.benchmark_job import format_job, job_benchmark
     from scripts.errors import as_bool
     from scripts.inferers import native_bf16
-    from scripts.settings import integer
+    from scripts.settings import integer, real
 
     native = native_bf16(torch.device("cpu"))
     peaks = {p: matmul_peak(p) for p in (("fp32", "bf16") if native else ("fp32",))}
     features = inference_defaults()["features"]
     flags = override_flags(overrides, "--tta false")
+    nm = real(pixel_size, "pixel_size", 8, positive=False)
     row = job_benchmark(peaks, native, features, integer(sections, "sections", 1, 30), integer(size, "size", 16, 512),
-                        flags)  # fmt: skip
+                        flags, nm)  # fmt: skip
     row["peak_gflops"] = peaks
     return json_module.dumps(row, indent=2) if as_bool(json, "json") else format_job(row)
 
@@ -303,6 +307,27 @@ def benchmark_dask(
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_dask(report)
 
 
+def scale_check(
+    sections: str = "0,5,10,15", pixel_sizes: str = "2,3,4,6,8,12", fibsem: str = "200,230", tta: bool = False
+) -> str:
+    """The shipped model on ISBI sections resampled to other pixel sizes and on FIB-SEM sections, with the pixel size
+    known, unknown (zoom auto) and ignored (zoom 1): a markdown table of V_rand / V_info (needs ../shared/data)."""
+    from bundle.scale_check import format_scale_check, run_scale_check
+    from scripts.errors import as_bool
+
+    numbers = [
+        [float(v) for v in (text if isinstance(text, (list, tuple)) else str(text).split(",")) if str(v).strip()]
+        for text in (sections, pixel_sizes, fibsem)  # fire gives "1,2" as a tuple
+    ]
+    rows = run_scale_check(
+        tuple(int(s) for s in numbers[0]),
+        tuple(numbers[1]),
+        tuple(int(z) for z in numbers[2]) if numbers[2] else (),
+        as_bool(tta, "tta"),
+    )
+    return format_scale_check(rows)
+
+
 COMMANDS = {
     "infer": infer,
     "train": train,
@@ -317,6 +342,7 @@ COMMANDS = {
     "benchmark_scoring": benchmark_scoring,
     "benchmark_streaming": benchmark_streaming,
     "benchmark_dask": benchmark_dask,
+    "scale_check": scale_check,
     "make_sample": make_sample,
     "make_datalist": make_datalist,
     "figure": figure,

@@ -261,7 +261,8 @@ class MembraneInferer(Inferer):
         ``zoom`` (model pixels per input pixel, one per spatial axis of the network; default the ``"zoom"`` entry of
         a ``MetaTensor`` input's meta, which ``scripts.transforms.ChooseZoomd`` sets, else this inferer's ``zoom``)
         resamples the input to the model's scale before the network and the probability back to the input's grid
-        after it (``scripts.scale``); a zoom within ``scripts.scale.ZOOM_TOLERANCE`` of 1 runs on the input's own grid."""
+        after it (``scripts.scale``); a zoom within ``scripts.scale.ZOOM_TOLERANCE`` of 1 runs on the input's own grid.
+        """
         zoom = meta_zoom(inputs) if zoom is None else tuple(float(z) for z in zoom)
         zoom = self.zoom if zoom is None else zoom
         if isinstance(inputs, MetaTensor):

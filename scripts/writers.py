@@ -202,7 +202,15 @@ class SaveEMResultsd(MapTransform):
 
         def write(kind: str, volume: np.ndarray) -> None:
             write_result(
-                self.output_dir, source, kind, iter(volume), shape, volume.dtype, self.output_format, spacing, pixel_size
+                self.output_dir,
+                source,
+                kind,
+                iter(volume),
+                shape,
+                volume.dtype,
+                self.output_format,
+                spacing,
+                pixel_size,
             )
 
         write("_prob", prob)

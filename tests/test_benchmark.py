@@ -165,3 +165,13 @@ def test_whole_job_variant_is_timed_with_its_overrides(monkeypatch: pytest.Monke
     )
     with pytest.raises(BundleInputError, match="join it with ="):
         benchmark_job(overrides=True)  # what fire passes for --overrides "--tta false"
+
+
+def test_whole_job_at_another_pixel_size_reads_a_resampled_tagged_stack(tmp_path: Path) -> None:
+    """``benchmark_job --pixel_size 8`` times the job on the stack resampled to 8 nm, tagged so in its file."""
+    from bundle.benchmark_job import job_stack
+    from scripts.io import read_pixel_size, read_stack
+
+    path, description = job_stack(tmp_path, sections=2, size=64, pixel_size=8)
+    assert read_stack(path).array.shape == (2, 32, 32) and "resampled to 8 nm" in description
+    assert read_pixel_size(path).nm[1:] == (8.0, 8.0)

@@ -201,3 +201,35 @@ def test_inference_at_the_files_pixel_size_keeps_the_input_grid(tmp_path: Path) 
     assert prob.shape == seg.shape == (96, 80) and prob.dtype == np.float32 and seg.dtype == np.uint32
     rows = (tmp_path / "out" / "em8_cells.csv").read_text().splitlines()
     assert len(rows) > 1
+
+
+@pytest.mark.skipif(not (ROOT.parent / "shared" / "data" / "isbi2012").is_dir(), reason="needs ../shared/data")
+def test_scale_check_resamples_labelled_sections_and_scores_each_way() -> None:
+    from bundle.scale_check import format_scale_check, resampled_sstem, run_scale_check
+
+    image, label = resampled_sstem([0], 8.0)
+    assert image.shape == label.shape == (1, 256, 256) and set(np.unique(label)) <= {0, 255}
+    rows = run_scale_check(sections=(0,), pixel_sizes=(8.0,), fibsem=())
+    assert [r["way"] for r in rows] == ["pixel size known", "no pixel size", "as is (zoom 1)"]
+    known, _, as_is = rows
+    assert known["zoom"] == 2.0 and as_is["zoom"] == 1.0 and known["v_rand"] > as_is["v_rand"]
+    assert "| ssTEM 8 nm | pixel size known | 2 |" in format_scale_check(rows)
+
+
+def test_streaming_equals_whole_volume_at_the_files_pixel_size(tmp_path: Path) -> None:
+    """A 6 nm stack (resolution tags): streaming and whole-volume inference resample it alike, same results."""
+    image = tifffile.imread(ROOT / "sample" / "em-volume.tif")[:2, :96, :112]
+    (tmp_path / "in").mkdir()
+    _write_at(tmp_path / "in" / "em6.tif", image, 6.0)
+    options = {**CROP_OVERRIDES, "instance_mode": "2d", "tta": False}
+    run_workflow("inference.json", dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "whole"), **options)
+    configs = ["inference.json", "inference_stream.json"]
+    run_workflow(configs, dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "stream"), **options)
+    for suffix in ("_prob.tif", "_seg.tif"):
+        whole, streamed = (tifffile.imread(tmp_path / d / f"em6{suffix}") for d in ("whole", "stream"))
+        assert whole.shape == (2, 96, 112)
+        np.testing.assert_array_equal(streamed, whole)
+    table = (tmp_path / "whole" / "em6_cells.csv").read_text().splitlines()
+    area_px, area_phys = table[0].split(",").index("area_px"), table[0].split(",").index("area_phys")
+    first = table[1].split(",")
+    assert float(first[area_phys]) == pytest.approx(float(first[area_px]) * 36.0)  # nm², from the 6 nm pixels
