@@ -435,6 +435,7 @@ class ZoomPolicy:
         spatial_dims: the network's.
         network, inferer: what the "auto" estimate runs (``inferer.predictor(network, device, tta=False)``: one pass
             at the inferer's precision).
+        ckpt_path, device: the weights the estimate's copy of ``network`` loads (:meth:`estimator`), and where.
     """
 
     def __init__(
@@ -445,19 +446,39 @@ class ZoomPolicy:
         spatial_dims: int = 2,
         network: torch.nn.Module | None = None,
         inferer: object = None,
+        ckpt_path: str | None = None,
+        device: torch.device | str = "cpu",
     ) -> None:
         self.mode = parse_zoom(zoom, spatial_dims)
         self.flag_nm = parse_pixel_size(pixel_size)
         self.model_nm = tuple(_positive_list(model_pixel_size, "model_pixel_size", (3,), "[50, 4, 4]"))
         self.spatial_dims = spatial_dims
-        self.network, self.inferer = network, inferer
+        self.network, self.inferer, self.ckpt_path, self.device = network, inferer, ckpt_path, torch.device(device)
+        self._estimator: torch.nn.Module | None = None
 
     def _predict(self, windows: torch.Tensor) -> torch.Tensor:
         """Membrane probability of windows ``(B, C, s, s)``: one pass (no TTA) at the inferer's precision."""
-        device = next(self.network.parameters()).device
-        predict = self.inferer.predictor(self.network, device, tta=False)
+        network = self.estimator()
+        device = next(network.parameters()).device
+        predict = self.inferer.predictor(network, device, tta=False)
         with torch.inference_mode():
             return predict(windows.to(device)).cpu()
+
+    def estimator(self) -> torch.nn.Module:
+        """The network the estimate runs: ``network``, with ``ckpt_path``'s weights loaded into it here when given
+        (inference.json passes its own instance of ``network_def``, ``%network_def``: MONAI Label loads the weights
+        into its own copy of the network, never into the config's); a TorchScript ``ckpt_path`` is used as it is."""
+        if self.ckpt_path is None:
+            return self.network
+        if self._estimator is None:
+            from .checkpoint import is_torchscript, load_weights
+
+            if is_torchscript(self.ckpt_path):
+                network = torch.jit.load(str(self.ckpt_path), map_location=self.device)
+            else:
+                network = load_weights(self.network, self.ckpt_path).to(self.device)
+            self._estimator = network.eval()
+        return self._estimator
 
     def choose(self, name: str, sections: Callable[[], torch.Tensor] | None, pixel_size: object = None) -> ScaleChoice:
         """The zoom of image ``name`` (and the log line saying why).

@@ -155,20 +155,21 @@ def test_failing_evaluator_drops_queued_jobs_and_finishes_running_ones(tmp_path:
 @pytest.mark.parametrize("workers", [0, 1])
 def test_per_section_table_is_the_cell_table_with_spacing(tmp_path: Path, workers: int) -> None:
     """The writer's per-section cells and rows (ids shifted by stack_sections' offsets, area_phys from the image
-    spacing) write the same _seg and _cells.csv as segment_cells and cell_table on the whole stack."""
+    pixel size in nm) write the same _seg and _cells.csv as segment_cells and cell_table on the whole stack."""
     import scripts.writers
     from ignite.engine import Engine
     from scripts.instances import segment_cells
     from scripts.io import read_stack
     from scripts.morphology import cell_table, write_cell_table
 
-    item = {**_item(tmp_path, "a.tif"), "image_spacing": [40.0, 4.0, 3.0]}
+    pixel_size = {"nm": [40.0, 4.0, 3.0], "source": "test"}  # LoadStackd's entry: the table is in nm
+    item = {**_item(tmp_path, "a.tif"), "image_spacing": [1.0, 1.0, 1.0], "image_pixel_size": pixel_size}
     writer = scripts.writers.SaveEMResultsd("pred", str(tmp_path / "out"), workers=workers)
     engine = Engine(lambda engine, batch: writer(batch))
     writer.attach(engine)
     engine.run([item])
     cells = segment_cells(item["pred"].numpy()[0], "2d", **writer.segment_options)
-    write_cell_table(str(tmp_path / "expected.csv"), cell_table(cells, "2d", item["image_spacing"]))
+    write_cell_table(str(tmp_path / "expected.csv"), cell_table(cells, "2d", pixel_size["nm"]))
     table = (tmp_path / "out" / "a_cells.csv").read_bytes()
     assert table == (tmp_path / "expected.csv").read_bytes()
     rows = list(csv.DictReader(io.StringIO(table.decode())))

@@ -238,7 +238,7 @@ def test_default_inference_on_the_shipped_sample(tmp_path: Path) -> None:
 def test_inference_on_real_isbi_stacks(tmp_path: Path) -> None:
     result = run_cli(
         "-m", "monai.bundle", "run", "--config_file", "configs/inference.json",
-        "--dataset_dir", str(ISBI), "--output_dir", str(tmp_path), "--instance_mode", "none",
+        "--dataset_dir", str(ISBI), "--output_dir", str(tmp_path), "--instance_mode", "none", "--tta", "false",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     for stem in ("train-volume", "test-volume"):
