@@ -233,3 +233,21 @@ def test_streaming_equals_whole_volume_at_the_files_pixel_size(tmp_path: Path) -
     area_px, area_phys = table[0].split(",").index("area_px"), table[0].split(",").index("area_phys")
     first = table[1].split(",")
     assert float(first[area_phys]) == pytest.approx(float(first[area_px]) * 36.0)  # nm², from the 6 nm pixels
+
+
+def test_scale_augmentation_is_an_option_of_training() -> None:
+    """train.json's random zoom of image and target together: off by default (not measured in cross-validation),
+    and keeps the patch size when on."""
+    from monai.bundle import ConfigParser
+    from monai.transforms import RandZoomd
+
+    parser = ConfigParser()
+    parser.read_config(str(ROOT / "configs" / "train.json"))
+    assert parser["scale_augmentation_prob"] == 0.0
+    parser["scale_augmentation_prob"], parser["scale_augmentation_range"] = 1.0, [2.0, 2.0]
+    zoom = next(t for t in parser.get_parsed_content("train#preprocessing").transforms if isinstance(t, RandZoomd))
+    label = torch.zeros(1, 32, 32)
+    label[:, 15:17] = 1  # a 2-pixel membrane
+    out = zoom({"image": torch.rand(1, 32, 32), "label": label})
+    assert out["image"].shape == out["label"].shape == (1, 32, 32)
+    assert int(out["label"][0, :, 0].sum()) == 4  # twice as wide, still a binary target
