@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import BundleInputError
-from .settings import _number
+from .settings import _number, check_device
 
 logger = logging.getLogger(__name__)
 
@@ -271,7 +271,8 @@ def refined_zoom(evidence: Sequence[ZoomEvidence], best: ZoomEvidence) -> float:
     if curvature <= 0:
         return best.zoom
     slope = ((e1 - e0) / h0 * h1 + (e2 - e1) / h1 * h0) / (h0 + h1)
-    return float(math.exp(u1 + max(-h0 / 2, min(h1 / 2, -slope / curvature))))
+    vertex = u1 + max(-h0 / 2, min(h1 / 2, -slope / curvature))
+    return float(2 ** (round(vertex / math.log(2) * 16) / 16))  # 1/16 octave: float noise does not move the zoom
 
 
 def pick_sections(count: int, wanted: int = SAMPLE_SECTIONS) -> list[int]:
@@ -453,7 +454,7 @@ class ZoomPolicy:
         self.flag_nm = parse_pixel_size(pixel_size)
         self.model_nm = tuple(_positive_list(model_pixel_size, "model_pixel_size", (3,), "[50, 4, 4]"))
         self.spatial_dims = spatial_dims
-        self.network, self.inferer, self.ckpt_path, self.device = network, inferer, ckpt_path, torch.device(device)
+        self.network, self.inferer, self.ckpt_path, self.device = network, inferer, ckpt_path, check_device(device)
         self._estimator: torch.nn.Module | None = None
 
     def _predict(self, windows: torch.Tensor) -> torch.Tensor:
