@@ -192,9 +192,8 @@ def test_inference_at_the_files_pixel_size_keeps_the_input_grid(tmp_path: Path) 
         "inference.json",
         dataset_dir=str(tmp_path / "in"),
         output_dir=str(tmp_path / "out"),
-        zoom="pixel_size",
         tta=False,
-        **{**CROP_OVERRIDES, "instance_mode": "2d"},
+        **{**CROP_OVERRIDES, "instance_mode": "2d"},  # zoom pixel_size: the file's 8 nm alone
     )
     prob = tifffile.imread(tmp_path / "out" / "em8_prob.tif")
     seg = tifffile.imread(tmp_path / "out" / "em8_seg.tif")
