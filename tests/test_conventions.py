@@ -85,7 +85,7 @@ def test_yaml_config_list_on_the_command_line_equals_the_same_keys_as_flags(tmp_
     run_workflow("inference.json", dataset_dir=str(data), output_dir=str(tmp_path / "flags"), zoom="pixel_size",
                  **yaml.safe_load(FAST.read_text()))  # fmt: skip
     from_yaml, from_flags = (tifffile.imread(tmp_path / run / "em-crop_prob.tif") for run in ("yaml", "flags"))
-    np.testing.assert_array_equal(from_yaml, from_flags)
+    np.testing.assert_allclose(from_yaml, from_flags, rtol=0, atol=1e-6)  # two processes: thread counts may differ
 
 
 def test_evaluation_scores_what_inference_runs() -> None:

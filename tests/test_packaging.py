@@ -213,7 +213,9 @@ def test_release_downloads_loads_and_infers_like_the_working_tree(tmp_path: Path
     run_workflow("inference.json", dataset_dir=str(data), output_dir=str(tmp_path / "out_tree"), **CROP_OVERRIDES)
     zoo, tree = (tifffile.imread(tmp_path / out / "em-crop_prob.tif") for out in ("out_zoo", "out_tree"))
     assert zoo.shape == (2, 128, 160) and zoo.std() > 0.05
-    np.testing.assert_array_equal(zoo, tree)
+    # two processes: the same computation, but PyTorch's thread count may differ (earlier tests set it), so the last
+    # float bit may too
+    np.testing.assert_allclose(zoo, tree, rtol=0, atol=1e-6)
 
 
 # the docs that travel in the release zip, whose commands are checked: the model card and the research record
