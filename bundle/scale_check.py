@@ -66,8 +66,9 @@ def run_scale_check(
     from scripts.checkpoint import load_weights
     from scripts.fusionnet import FusionNet
     from scripts.inferers import MembraneInferer, prepare_network
+    from scripts.io import PixelSize
     from scripts.isbi_metrics import isbi_scores
-    from scripts.scale import KnownPixelSize, ZoomPolicy, pick_sections
+    from scripts.scale import ZoomPolicy, pick_sections
     from scripts.transforms import normalize_sections
 
     network = FusionNet(2, 1, 1, features=[16, 32, 64, 128, 256])
@@ -85,7 +86,7 @@ def run_scale_check(
             if way == "as is (zoom 1)":
                 zoom = (1.0, 1.0)
             else:
-                known = KnownPixelSize((None, nm, nm), "scale_check") if way == "pixel size known" else None
+                known = PixelSize((None, nm, nm), "scale_check") if way == "pixel size known" else None
                 zoom = policy.choose(name, lambda: normalized[pick_sections(len(normalized))][:, None], known).zoom
             chosen = time.perf_counter() - start
             with torch.inference_mode():

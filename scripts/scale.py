@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import BundleInputError
+from .io import PixelSize
 from .settings import _number, check_device
 
 logger = logging.getLogger(__name__)
@@ -66,16 +67,14 @@ class ScaleChoice:
         pixel_size_nm: the input's ``(z, y, x)`` pixel size in nm (``z`` may be None), or None where unknown.
         pixel_size_source: where that came from ("--pixel_size", the file's metadata in words, or "unknown").
         reason: how the zoom was chosen, in words, for the log line.
+        overruled: the image's evidence overruled the pixel size (the log line is then a warning).
     """
 
     zoom: tuple[float, ...]
     pixel_size_nm: tuple[float | None, float, float] | None
     pixel_size_source: str
     reason: str
-
-    @property
-    def resamples(self) -> bool:
-        return needs_resampling(self.zoom)
+    overruled: bool = False
 
     def describe(self, name: str) -> str:
         """The one log line for image ``name``."""
@@ -332,7 +331,7 @@ def choose_zoom(
         return ScaleChoice(prior, known, source, f"pixel size / the model's {model}, confirmed by the image")
     reason = (f"the image's membranes match the model at zoom {estimate:.3g}, not the pixel size's {planar:.3g} "
               "(another modality?); pass --zoom pixel_size to follow the pixel size")  # fmt: skip
-    return ScaleChoice(_with_z(estimate, spatial_dims, prior), known, source, reason)
+    return ScaleChoice(_with_z(estimate, spatial_dims, prior), known, source, reason, overruled=True)
 
 
 def _with_z(planar: float, spatial_dims: int, prior: Sequence[float] | None = None) -> tuple[float, ...]:
@@ -374,14 +373,6 @@ def write_model_pixel_size(ckpt_path: str, pixel_size_nm: Sequence[float]) -> st
     return sidecar
 
 
-@dataclass(frozen=True)
-class KnownPixelSize:
-    """A pixel size and where it came from (the fields of ``scripts.io.PixelSize``)."""
-
-    nm: tuple[float | None, float, float]
-    source: str
-
-
 def pixel_size_entry(pixel_size: object) -> dict:
     """A file's pixel size (``scripts.io.PixelSize`` or None) as a data-dict entry that batches (no None):
     ``{"nm": [z, y, x], "source": text}``, NaN for an unknown z, ``[]`` and "unknown" where nothing is known."""
@@ -391,29 +382,21 @@ def pixel_size_entry(pixel_size: object) -> dict:
     return {"nm": [float("nan") if v is None else float(v) for v in nm], "source": str(pixel_size.source)}
 
 
-def pixel_size_from_entry(entry: object) -> KnownPixelSize | None:
-    """The inverse of :func:`pixel_size_entry` (None where nothing is known)."""
+def pixel_size_from_entry(entry: object) -> PixelSize | None:
+    """The inverse of :func:`pixel_size_entry` (None where nothing is known), e.g. for the writers."""
     nm = list(entry.get("nm") or []) if isinstance(entry, dict) else []
     if len(nm) != 3:
         return None
     z, y, x = (float(torch.as_tensor(v, dtype=torch.float64).reshape(-1)[0]) for v in nm)  # batched: the first
     source = entry.get("source", "file")
     source = source[0] if isinstance(source, (list, tuple)) and source else source
-    return KnownPixelSize((None if math.isnan(z) else z, y, x), str(source))
+    return PixelSize((None if math.isnan(z) else z, y, x), str(source))
 
 
 def _evidence_of(
     sections: Callable[[], torch.Tensor], predict: Callable[[torch.Tensor], torch.Tensor], extra: Sequence[float]
 ) -> list[ZoomEvidence]:
     return search_zoom(sections(), predict, extra)
-
-
-def as_pixel_size(entry: object):  # -> scripts.io.PixelSize | None
-    """A data-dict entry (:func:`pixel_size_entry`) back as ``scripts.io.PixelSize``, for the writers."""
-    from .io import PixelSize
-
-    known = pixel_size_from_entry(entry)
-    return None if known is None else PixelSize(known.nm, known.source)
 
 
 def table_spacing(pixel_size: object) -> tuple[float, float, float] | None:
@@ -496,9 +479,8 @@ class ZoomPolicy:
         if sections is not None and self.network is not None and self.spatial_dims == 2:
             evidence = partial(_evidence_of, sections, self._predict, self.candidates(file_nm))
         choice = choose_zoom(self.mode, self.spatial_dims, self.model_nm, file_nm, file_source, self.flag_nm, evidence)
-        overruled = "not the pixel size" in choice.reason
-        unknown = choice.pixel_size_nm is None
-        (logger.warning if overruled or unknown else logger.info)(choice.describe(name))
+        doubtful = choice.overruled or choice.pixel_size_nm is None
+        (logger.warning if doubtful else logger.info)(choice.describe(name))
         return choice
 
     def candidates(self, file_nm: tuple[float | None, float, float] | None) -> list[float]:

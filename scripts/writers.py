@@ -20,7 +20,7 @@ from .io import OUTPUT_FORMATS, PixelSize, image_stem, write_result
 from .morphology import cell_table, section_rows_2d, write_cell_table
 from .outputs import result_path
 from .plots import save_morphology_histograms, save_overlay
-from .scale import as_pixel_size, table_spacing
+from .scale import pixel_size_from_entry, table_spacing
 from .settings import choice, output_folder
 from .transforms import TARGETS
 
@@ -174,7 +174,7 @@ class SaveEMResultsd(MapTransform):
             if self.plots and self.instance_mode != "none":
                 image = _numpy(d["image"])
                 image = image[image.shape[0] // 2]  # the sections themselves: the middle of 2.5D channels
-            pixel_size = as_pixel_size(d.get("image_pixel_size"))
+            pixel_size = pixel_size_from_entry(d.get("image_pixel_size"))
             args = (prob, str(d["image_layout"]), source, d.get("image_spacing") or None, pixel_size, image)
             if self.jobs is None:
                 self._write(*args)

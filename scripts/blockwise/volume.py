@@ -39,7 +39,7 @@ from torch import nn
 from ..errors import BundleInputError
 from ..inferers import MembraneInferer
 from ..instances import seed_options, segment_cells
-from ..io import create_zarr, finalize_zarr, image_stem, is_zarr, open_zarr, read_pixel_size, zarr_spacing
+from ..io import PixelSize, create_zarr, finalize_zarr, image_stem, is_zarr, open_zarr, read_pixel_size, zarr_spacing
 from ..morphology import block_volume_sums, cell_table, merged_volume_rows, write_cell_table
 from ..outputs import result_path
 from ..progress import bar
@@ -325,7 +325,7 @@ class BlockwiseSegmenter:
             "device": self.device.type,
         }
 
-    def choose_zoom(self, path: str, source) -> tuple[float, ...] | None:
+    def choose_zoom(self, path: str, source, pixel_size: PixelSize | None) -> tuple[float, ...] | None:
         """The zoom of one volume (``scripts.scale.ZoomPolicy``), from its pixel size and a few of its sections."""
         if self.zoom_policy is None:
             return None
@@ -337,7 +337,7 @@ class BlockwiseSegmenter:
             ]
             return torch.stack(picked).float()  # (n, 1, Y, X)
 
-        return self.zoom_policy.choose(os.path.basename(path), sections, read_pixel_size(path)).zoom
+        return self.zoom_policy.choose(os.path.basename(path), sections, pixel_size).zoom
 
     def segment(self, client, path: str) -> str:
         """Write the results of one volume; returns the path of its ``_prob.zarr``."""
@@ -348,8 +348,8 @@ class BlockwiseSegmenter:
         stem = image_stem(path)
         prob_path = result_path(self.output_dir, stem, "_prob", "zarr")
         sections = block_shape(shape, chunks, self._z_blocks(chunks))
-        zoom = self.choose_zoom(path, source)
-        self.source_path = path  # results keep its pixel size
+        pixel_size = read_pixel_size(path)  # results keep it; the cell table is in nm
+        zoom = self.choose_zoom(path, source, pixel_size)
         settings = {
             "input": os.path.abspath(path),
             "shape": shape,
@@ -360,7 +360,7 @@ class BlockwiseSegmenter:
         }
         ledger = BlockLedger(_ledger_folder(prob_path), settings)
         if not (ledger.done("complete") and is_zarr(prob_path)):
-            target = _work_array(ledger, shape, np.float32, chunks, spacing, read_pixel_size(self.source_path))
+            target = _work_array(ledger, shape, np.float32, chunks, spacing, pixel_size)
             blocks = plan_blocks(shape, sections)
             _run_blocks(
                 client,
@@ -374,7 +374,7 @@ class BlockwiseSegmenter:
             )
             _publish(ledger, prob_path)
         if self.instance_mode != "none":
-            self.cells(client, prob_path, stem, settings, spacing, table_spacing(read_pixel_size(path)))
+            self.cells(client, prob_path, stem, settings, spacing, pixel_size)
         return prob_path
 
     def _z_blocks(self, chunks: Sequence[int]) -> list[int | None]:
@@ -383,10 +383,13 @@ class BlockwiseSegmenter:
         z = size[0] if isinstance(size, (list, tuple)) and size else size
         return [int(chunks[0]) if z is None else z, None, None]
 
-    def cells(self, client, prob_path: str, stem: str, prob_settings: dict, spacing, table=None) -> None:
+    def cells(
+        self, client, prob_path: str, stem: str, prob_settings: dict, spacing, pixel_size: PixelSize | None = None
+    ) -> None:
         """``<stem>_seg.zarr`` and ``<stem>_cells.csv`` from the finished probability, block by block; ``spacing``
-        is stored with the results, ``table`` (``(z, y, x)`` nm, ``scripts.scale.table_spacing``) gives the
-        table's physical columns."""
+        and ``pixel_size`` are stored with the results, and the table's physical columns are in nm
+        (``scripts.scale.table_spacing``)."""
+        table = table_spacing(pixel_size)
         seg_path = result_path(self.output_dir, stem, "_seg", "zarr")
         prob = open_zarr(prob_path)
         shape, chunks = tuple(prob.shape), tuple(prob.chunks)
@@ -400,7 +403,7 @@ class BlockwiseSegmenter:
         if cell_ledger.done("complete") and is_zarr(seg_path):
             return
         label_ledger = BlockLedger(_ledger_folder(seg_path, "labels"), label_settings)
-        labels = _work_array(label_ledger, shape, np.uint32, chunks, spacing, read_pixel_size(self.source_path))
+        labels = _work_array(label_ledger, shape, np.uint32, chunks, spacing, pixel_size)
         counts = _run_blocks(client, label_block, blocks, label_ledger, f"{stem}: cells", prob=prob, labels=labels,
                              mode=mode, options=self.segment_options, halo=halo)  # fmt: skip
         offsets = block_offsets(counts)
@@ -410,7 +413,7 @@ class BlockwiseSegmenter:
             matches = client.gather(client.map(face_block, faces, labels=labels, offsets=offsets, pure=False))
             lookup = merged_labels(int(sum(counts)), np.concatenate([np.zeros((0, 2), np.int64), *matches]))
             lookup = client.scatter(lookup, broadcast=True)
-        seg = _work_array(cell_ledger, shape, np.uint32, chunks, spacing, read_pixel_size(self.source_path))
+        seg = _work_array(cell_ledger, shape, np.uint32, chunks, spacing, pixel_size)
         parts = _run_blocks(client, cells_block, blocks, cell_ledger, f"{stem}: cell table", labels=labels, seg=seg,
                             offsets=offsets, lookup=lookup, mode=mode, spacing=table)  # fmt: skip
         rows = merged_volume_rows(parts, table) if mode == "3d" else [row for part in parts for row in part]
