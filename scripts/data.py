@@ -24,7 +24,7 @@ import numpy as np
 from .errors import BundleInputError
 from .io import ZARR_SUFFIXES, image_stem, image_suffix, is_zarr, read_stack, require_volume
 from .outputs import RESULT_KINDS, atomic_path, check_result_name_length, is_result_stem
-from .settings import integer, path_setting
+from .settings import integer, path_setting, spatial_dimensions
 
 logger = logging.getLogger(__name__)
 
@@ -478,10 +478,7 @@ def split_labelled(
 ) -> dict[str, list[dict]]:
     """:func:`split_sections` for a 2D network (``context_sections`` neighbours as extra channels), or
     :func:`split_volumes` for a 3D one (which sees its neighbours already)."""
-    if spatial_dims not in (2, 3):
-        raise BundleInputError(
-            "spatial_dims", f"must be 2 or 3, got {spatial_dims}", "pass 2 (sections) or 3 (volumes)"
-        )
+    spatial_dimensions(spatial_dims)
     input_channels(context_sections, spatial_dims)
     if spatial_dims == 3:
         return split_volumes(dataset_dir, val_fraction, target, val_fold)

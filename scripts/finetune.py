@@ -7,17 +7,22 @@ epochs by :func:`epochs_for_steps`, so that 2 or 8 sections get the same number 
 no validation (a user with 2 labelled sections has none to spare) and, optionally, frozen encoder levels
 (:func:`trainable_parameters`). The last epoch's weights are ``runs/finetune/models/model.pt``, never the shipped
 ``models/model.pt``.
+
+The sections are learned at their own pixels, and train.json records their pixel size beside the weights
+(``scripts.scale.record_training_pixel_size``: the files', ``--pixel_size``, else the base model's). Resampling them
+to the base model's pixel size first scored lower on held-out sections (docs/experiments.md, Fine-tuning).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sized
+from collections.abc import Iterator, Sequence, Sized
 
+import numpy as np
 from torch import nn
 
 from .errors import BundleInputError
-from .settings import integer
+from .settings import DIVISOR, TRAINING_PATCH_SIDE, integer, spatial_dimensions
 
 
 def epochs_for_steps(steps: object, sections: Sized, batch_size: object) -> int:
@@ -63,3 +68,17 @@ def trainable_parameters(network: nn.Module, freeze_levels: object = 0) -> Itera
         for level in encoders[:levels]:
             level.requires_grad_(False)
     return (p for p in network.parameters() if p.requires_grad)
+
+
+def fitting_patch_size(sections: Sequence[dict], spatial_dims: object = 2) -> list[int]:
+    """The training patch for a fine-tuning: train.json's 256 a side (train_3d.json's 64 for volumes), shrunk to the
+    largest multiple of 16 that fits the smallest labelled section (``image`` ``(C, *spatial)``) on each axis, so a
+    few small labelled crops (250x250, say) train without a ``--patch_size``. Sections smaller than 16 keep the
+    default and get CheckSpatialSized's error."""
+    dims = spatial_dimensions(spatial_dims)
+    largest = [TRAINING_PATCH_SIDE[dims]] * dims
+    if not sections:
+        return largest
+    smallest = [min(int(np.shape(item["image"])[1 + axis]) for item in sections) for axis in range(dims)]
+    fitted = [min(size, side // DIVISOR * DIVISOR) for size, side in zip(largest, smallest)]
+    return fitted if all(fitted) else largest

@@ -25,6 +25,8 @@ from .errors import BundleInputError
 from .outputs import make_output_folder, remove_stale_temporaries
 
 DIVISOR = 16  # FusionNet's four poolings: every window and patch side is a multiple of 16
+# train.json's (sections) and train_3d.json's (volumes) training patch side, by spatial_dims
+TRAINING_PATCH_SIDE = {2: 256, 3: 64}
 
 
 def _number(value: object) -> float | None:
@@ -41,6 +43,15 @@ def integer(value: object, name: str, minimum: int, example: object) -> int:
         bound = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
         raise BundleInputError(name, f"must be {bound}, got {value!r}", f"pass e.g. --{name} {example}")
     return int(number)
+
+
+def spatial_dimensions(value: object) -> int:
+    """``spatial_dims`` as 2 (sections) or 3 (volumes); else a ``BundleInputError``."""
+    dims = integer(value, "spatial_dims", 2, 2)
+    if dims not in TRAINING_PATCH_SIDE:
+        problem = f"must be 2 or 3, got {value!r}"
+        raise BundleInputError("spatial_dims", problem, "pass --spatial_dims 2 (sections) or 3 (volumes)")
+    return dims
 
 
 def real(value: object, name: str, example: object, positive: bool = True) -> float:
@@ -215,15 +226,12 @@ def check_training(
     Raises:
         BundleInputError: naming the first bad key, what is wrong with it and a value to pass instead.
     """
-    dims = integer(spatial_dims, "spatial_dims", 2, 2)
-    if dims not in (2, 3):
-        problem = f"must be 2 or 3, got {spatial_dims!r}"
-        raise BundleInputError("spatial_dims", problem, "pass --spatial_dims 2 (sections) or 3 (volumes)")
+    dims = spatial_dimensions(spatial_dims)
     integer(epochs, "epochs", 1, 100)
     integer(batch_size, "batch_size", 1, 2)
     real(learning_rate, "learning_rate", 0.001)
     real(weight_decay, "weight_decay", 1e-05, positive=False)
-    spatial_size(patch_size, "patch_size", dims, 256 if dims == 2 else 64)
+    spatial_size(patch_size, "patch_size", dims, TRAINING_PATCH_SIDE[dims])
     integer(samples_per_section, "samples_per_section", 1, 4)
     integer(val_interval, "val_interval", 1, 5)
     integer(num_workers, "num_workers", 0, 0)

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import os
 import subprocess
 import sys
@@ -17,6 +18,9 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
 ISBI = SHARED_DATA / "isbi2012"
 TINY = [4, 8, 16, 32, 64]
+# zarr-python 3 writes and reads zarr v3 (OME-Zarr 0.5); 2 (Python 3.10) only v2
+ZARR3 = int(importlib.metadata.version("zarr").split(".")[0]) >= 3
+needs_zarr3 = pytest.mark.skipif(not ZARR3, reason="zarr v3 stores (OME-Zarr 0.5) need zarr-python 3")
 # evaluate.json overrides train.json (the model zoo's layout): it is always run after it
 EVALUATE = ["train.json", "evaluate.json"]
 if str(ROOT) not in sys.path:

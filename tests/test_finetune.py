@@ -7,12 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
 from conftest import ROOT, TINY
 from monai.bundle import ConfigParser, ConfigWorkflow
 from scripts.errors import BundleInputError
-from scripts.finetune import epochs_for_steps, trainable_parameters
+from scripts.finetune import epochs_for_steps, fitting_patch_size, trainable_parameters
 from scripts.fusionnet import FusionNet
 
 FILES = [str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "finetune.json")]
@@ -122,3 +123,60 @@ def test_bundle_cli_finetune_runs_train_and_finetune_json(monkeypatch: pytest.Mo
     monkeypatch.setattr(cli, "_run_workflow", lambda config, overrides: calls.append((config, overrides)))
     cli.COMMANDS["finetune"](dataset_dir="my_labels")
     assert calls == [(["train.json", "finetune.json"], {"dataset_dir": "my_labels"})]
+
+
+def test_finetuned_model_records_the_pixel_size_of_the_sections_it_learned(tmp_path: Path) -> None:
+    """Fine-tuning learns the images at their own pixels (experiments.md#fine-tuning: resampling them to the base
+    model's scored lower), so the fine-tuned model records their pixel size: the files', else --pixel_size, else
+    (none known) the base model's."""
+    from scripts.io import PixelSize, write_tiff
+    from scripts.scale import model_pixel_size, record_training_pixel_size, write_model_pixel_size
+
+    base = str(tmp_path / "base.pt")
+    write_model_pixel_size(base, (40.0, 5.0, 5.0))
+    image = np.full((2, 32, 32), 128, np.uint8)
+    for name, nm in (("tagged", 8.0), ("bare", None)):
+        for sub in ("images", "labels"):
+            (tmp_path / name / sub).mkdir(parents=True)
+            write_tiff(tmp_path / name / sub / "em.tif", image, PixelSize((None, nm, nm), "test") if nm else None)
+
+    def recorded(dataset: str, pixel_size: object = "file") -> tuple[float, float, float]:
+        record_training_pixel_size(str(tmp_path / "out"), str(tmp_path / dataset), pixel_size, base)
+        return model_pixel_size(str(tmp_path / "out" / "model.pt"))
+
+    assert recorded("tagged") == (50.0, 8.0, 8.0)  # the images' own (z unknown: ISBI's section spacing)
+    assert recorded("tagged", [30, 10, 10]) == (30.0, 10.0, 10.0)
+    assert recorded("bare") == (40.0, 5.0, 5.0)  # nothing known: the base model's scale is assumed kept
+
+
+def test_fitting_patch_size_fits_small_labelled_crops(labelled_dir: Path, tmp_path: Path) -> None:
+    """finetune.json's patch: 256 a side unless a labelled section is smaller (then the largest multiple of 16 that
+    fits it, per axis), so 250x250 FIB-SEM crops fine-tune without --patch_size; --patch_size still wins."""
+
+    def items(*shapes: tuple[int, ...]) -> list[dict]:
+        return [{"image": np.zeros((1, *shape), np.float32)} for shape in shapes]
+
+    assert fitting_patch_size(items((512, 512), (1024, 300))) == [256, 256]
+    assert fitting_patch_size(items((512, 512), (250, 250))) == [240, 240]
+    assert fitting_patch_size(items((40, 512))) == [32, 256]
+    assert fitting_patch_size(items((8, 512))) == [256, 256]  # too small for any patch: CheckSpatialSized says so
+    assert fitting_patch_size(items((30, 100, 100)), 3) == [16, 64, 64]
+    assert fitting_patch_size([]) == [256, 256]
+    _tiny_checkpoint(tmp_path / "s.pt")
+    run = {"dataset_dir": str(labelled_dir), "output_dir": str(tmp_path / "run"), "ckpt_path": str(tmp_path / "s.pt")}
+    wf = _finetune(**run, features=TINY)
+    assert wf.parser.get_parsed_content("patch_size") == [96, 96]  # the 96x96 sections
+    wf = _finetune(**run, features=TINY, patch_size=[64, 64])
+    assert wf.parser.get_parsed_content("patch_size") == [64, 64]
+
+
+def test_fitting_patch_size_starts_from_the_training_configs_patch() -> None:
+    """fitting_patch_size's largest patch is train.json's (2D) and train_3d.json's (3D), and a spatial_dims other
+    than 2 or 3 is the settings check's clear error, not a KeyError."""
+    from scripts.settings import TRAINING_PATCH_SIDE
+
+    for name, dims in (("train.json", 2), ("train_3d.json", 3)):
+        patch = json.loads((ROOT / "configs" / name).read_text())["patch_size"]
+        assert patch == [TRAINING_PATCH_SIDE[dims]] * dims == fitting_patch_size([], dims)
+    with pytest.raises(BundleInputError, match="spatial_dims.*must be 2 or 3"):
+        fitting_patch_size([], 4)

@@ -11,7 +11,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import tifffile
-import zarr
+from conftest import ZARR3, needs_zarr3
 from scripts.io import (
     OUTPUT_FORMATS,
     PixelSize,
@@ -24,7 +24,6 @@ from scripts.io import (
 )
 
 STACK = np.arange(3 * 12 * 10, dtype=np.uint16).reshape(3, 12, 10)
-ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
 
 
 def close(found: PixelSize | None, nm: tuple[float | None, float, float]) -> bool:
@@ -166,7 +165,7 @@ def test_ome_zarr_scale_with_units(tmp_path: Path, units: dict, nm: tuple | None
     assert found is None or "OME-Zarr 0.4 scale" in found.source
 
 
-@pytest.mark.skipif(not ZARR3, reason="OME-Zarr 0.5 (zarr v3) needs zarr-python 3")
+@needs_zarr3
 def test_ome_zarr_05_scale(tmp_path: Path) -> None:
     units = {"z": "nanometer", "y": "nanometer", "x": "nanometer"}
     found = _same_everywhere(_ome_zarr(tmp_path / "v.ome.zarr", units, "0.5"), (50.0, 4.0, 5.0))

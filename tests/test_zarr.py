@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import zarr
+from conftest import ZARR3, needs_zarr3
 from scripts.data import find_images
 from scripts.errors import BundleInputError
 from scripts.io import (
@@ -30,10 +31,6 @@ from scripts.io import (
 from scripts.outputs import remove_stale_temporaries
 
 STACK = np.arange(3 * 20 * 30, dtype=np.uint16).reshape(3, 20, 30)
-
-
-ZARR3 = int(zarr.__version__.split(".")[0]) >= 3
-needs_zarr3 = pytest.mark.skipif(not ZARR3, reason="zarr v3 stores (OME-Zarr 0.5) need zarr-python 3")
 
 
 def plain_zarr(path: Path, shape: tuple[int, ...], dtype: object, chunks: tuple[int, ...] | None = None):
