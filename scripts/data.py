@@ -478,7 +478,7 @@ def split_labelled(
 ) -> dict[str, list[dict]]:
     """:func:`split_sections` for a 2D network (``context_sections`` neighbours as extra channels), or
     :func:`split_volumes` for a 3D one (which sees its neighbours already)."""
-    spatial_dimensions(spatial_dims)
+    spatial_dims = spatial_dimensions(spatial_dims)
     input_channels(context_sections, spatial_dims)
     if spatial_dims == 3:
         return split_volumes(dataset_dir, val_fraction, target, val_fold)
