@@ -15,6 +15,7 @@ from scripts.overrides import check_override_keys
 BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = BUNDLE_ROOT / "configs"
 SAMPLE_DIR = str(BUNDLE_ROOT / "sample")
+SAMPLE_PIXEL_SIZE_NM = (50.0, 4.0, 4.0)
 METADATA_SCHEMA = BUNDLE_ROOT / "bundle" / "metadata_schema.json"
 META_FILE = str(CONFIGS / "metadata.json")
 
@@ -79,13 +80,15 @@ def evaluate(**overrides: Any) -> None:
 
 
 def make_sample(output_dir: str = SAMPLE_DIR, sections: int = 6, size: int = 256, seed: int = 2026) -> str:
-    """Write the synthetic EM sample (<output_dir>/em-volume.tif and em-labels.tif) that inference uses by default."""
-    from scripts.io import write_tiff
+    """Write the synthetic EM sample (<output_dir>/em-volume.tif and em-labels.tif) that inference uses by default,
+    tagged with ssTEM's 50 x 4 x 4 nm (its membranes are as wide as ISBI 2012's at 4 nm: the image check agrees)."""
+    from scripts.io import PixelSize, write_tiff
     from scripts.synthetic import make_em_stack
 
     image, label = make_em_stack((sections, size, size), seed=seed)
-    write_tiff(Path(output_dir) / "em-volume.tif", image)
-    write_tiff(Path(output_dir) / "em-labels.tif", label)
+    pixel_size = PixelSize(SAMPLE_PIXEL_SIZE_NM, "the synthetic sample's")
+    write_tiff(Path(output_dir) / "em-volume.tif", image, pixel_size)
+    write_tiff(Path(output_dir) / "em-labels.tif", label, pixel_size)
     return str(output_dir)
 
 
@@ -328,6 +331,24 @@ def scale_check(
     return format_scale_check(rows)
 
 
+def fibsem_mix(output: str = "runs/mix/data", boundary_dilations: int = 1, isbi_repeat: int = 35,
+               isbi_sections: int = 20) -> str:  # fmt: skip
+    """Write the two-modality training set (ISBI 2012 and the FIB-SEM cube's z < 200 in three planes) the shipped
+    model learned from; returns its datalist for --dataset_dir (needs ../shared/data)."""
+    from bundle.fibsem_mix import write_mix
+
+    return write_mix(output, int(boundary_dilations), int(isbi_repeat), int(isbi_sections))
+
+
+def fibsem_check(prob: str, seg: str | None = None, z_start: int = 200, **settings: Any) -> dict:
+    """Scores of a _prob map (and _seg neurons) of FIB-SEM cube sections z_start...: the map per xy section and the
+    3D neurons (needs ../shared/data); settings (seeds, seed_threshold, seed_distance, min_seed_size,
+    agglomeration) segment neurons from the map where no --seg is given."""
+    from bundle.fibsem_check import fibsem_check as check
+
+    return check(str(prob), None if seg is None else str(seg), int(z_start), **settings)
+
+
 COMMANDS = {
     "infer": infer,
     "train": train,
@@ -343,6 +364,8 @@ COMMANDS = {
     "benchmark_streaming": benchmark_streaming,
     "benchmark_dask": benchmark_dask,
     "scale_check": scale_check,
+    "fibsem_mix": fibsem_mix,
+    "fibsem_check": fibsem_check,
     "make_sample": make_sample,
     "make_datalist": make_datalist,
     "figure": figure,

@@ -11,8 +11,9 @@ from monai.inferers import Inferer, SliceInferer, SlidingWindowInferer
 from torch import nn
 
 from .errors import BundleInputError, as_bool
+from .planes import plane_average, plane_zoom
 from .progress import Progress
-from .scale import meta_zoom, needs_resampling, resample, resample_sections, zoomed_shape
+from .scale import meta_volume_zoom, meta_zoom, needs_resampling, resample, resample_sections, zoomed_shape
 from .settings import DIVISOR, check_device, check_window_count, choice, fraction, integer, spatial_size, window_count
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}
@@ -263,6 +264,7 @@ class MembraneInferer(Inferer):
         resamples the input to the model's scale before the network and the probability back to the input's grid
         after it (``scripts.scale``); a zoom within ``scripts.scale.ZOOM_TOLERANCE`` of 1 runs on the input's own grid.
         """
+        volume_zoom = meta_volume_zoom(inputs)
         zoom = meta_zoom(inputs) if zoom is None else tuple(float(z) for z in zoom)
         zoom = self.zoom if zoom is None else zoom
         if isinstance(inputs, MetaTensor):
@@ -270,6 +272,8 @@ class MembraneInferer(Inferer):
         if not needs_resampling(zoom):
             zoom = None
         predictor = self.predictor(network, inputs.device)
+        if self.spatial_dims == 2 and inputs.ndim == 5 and volume_zoom is not None:
+            return self._three_planes(inputs, predictor, volume_zoom)
         if self.spatial_dims == 2 and inputs.ndim == 5:
             planes = inputs.shape[-2:] if zoom is None else zoomed_shape(inputs.shape[-2:], zoom)
             roi, kwargs = self.window_settings(planes, inputs.device)
@@ -286,18 +290,38 @@ class MembraneInferer(Inferer):
         prob = SlidingWindowInferer(roi_size=roi, **kwargs)(model_grid, predictor)
         return prob if zoom is None else resample(prob, spatial).clamp_(0.0, 1.0)
 
+    def _three_planes(
+        self, inputs: torch.Tensor, predictor: Callable[[torch.Tensor], torch.Tensor], volume_zoom: Sequence[float]
+    ) -> torch.Tensor:
+        """The mean of the 2D network's maps along the xy, xz and yz sections of ``inputs`` ``(B, C, Z, Y, X)``
+        (``scripts.planes``), each plane at its own axes' zoom from ``volume_zoom`` ``(z, y, x)``. No plane alone is
+        the result, so nothing goes to the section sink."""
+        if self.progress is not None:
+            self.progress.start(sum(inputs.shape[2:]), "section")
+
+        def run_plane(sections: torch.Tensor, plane: str) -> torch.Tensor:
+            zoom = plane_zoom(volume_zoom, plane)
+            zoom = zoom if needs_resampling(zoom) else None
+            grid = sections.shape[-2:] if zoom is None else zoomed_shape(sections.shape[-2:], zoom)
+            roi, kwargs = self.window_settings(grid, sections.device)
+            inferer = SliceInferer(spatial_dim=0, roi_size=roi, **kwargs)
+            return self._by_sections(sections, predictor, inferer, zoom, sink=False)
+
+        return plane_average(inputs, ("xy", "xz", "yz"), run_plane)
+
     def _by_sections(
         self,
         inputs: torch.Tensor,
         predictor: Callable[[torch.Tensor], torch.Tensor],
         inferer: SliceInferer,
         zoom: tuple[float, ...] | None = None,
+        sink: bool = True,
     ) -> torch.Tensor:
         """``inferer(inputs, predictor)`` on ``(B, C, Z, Y, X)``, run on ``sw_batch_size`` sections at a time, each
         chunk passed to :attr:`section_sink` when done. Every section has the same windows and MONAI batches them
         in section order, so the chunks hold exactly the window batches of one call on the whole stack: the
         result is the same, bit for bit. With ``zoom`` each chunk's sections are resampled to the model's scale
-        and their probability back."""
+        and their probability back. ``sink`` False keeps the chunks from the sink (one plane of three)."""
         step = inferer.sw_batch_size
         chunks = []
         for start in range(0, inputs.shape[2], step):
@@ -307,7 +331,7 @@ class MembraneInferer(Inferer):
             else:
                 prob = inferer(resample_sections(chunk, zoomed_shape(chunk.shape[-2:], zoom)), predictor)
                 chunks.append(resample_sections(prob, chunk.shape[-2:]).clamp_(0.0, 1.0))
-            if self.section_sink is not None:
+            if sink and self.section_sink is not None:
                 self.section_sink(start, chunks[-1])
             if self.progress is not None:
                 self.progress.update(chunks[-1].shape[2])

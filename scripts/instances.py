@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -19,16 +20,23 @@ from skimage.segmentation import watershed
 from .errors import BundleInputError
 from .settings import integer, real
 
-INSTANCE_MODES = ("2d", "3d", "none")
+INSTANCE_MODES = ("2d", "3d", "none", "auto")
 SEED_METHODS = ("components", "distance")
 # Membrane probability below which a pixel seeds a cell. Chosen in cross-validation of membrane maps: the cells
 # then score as well as the map they come from, where 0.5 merged cells (docs/experiments.md, "Cells against the map").
 DEFAULT_SEED_THRESHOLD = 0.15
+# Mean membrane probability of a face below which neurons' fragments merge in 3D (scripts.agglomeration); chosen on
+# FIB-SEM z 150-199 (docs/experiments.md, "FIB-SEM and 3D neurons").
+AGGLOMERATION_3D = 0.5
+# inference.json's instance_mode "auto" gives a three-plane (near-isotropic) volume 3D neurons with these settings
+# (the same measurement): distance-transform seeds, then agglomeration.
+NEURONS_3D = {"seeds": "distance", "seed_threshold": 0.5, "seed_distance": 2.0, "agglomeration": AGGLOMERATION_3D}
 # Other targets keep 0.5, the value their results in docs/experiments.md were measured with.
 OTHER_TARGETS_SEED_THRESHOLD = 0.5
 # threads for per-section post-processing: the machine's cores, capped (sections are small, threads are cheap)
 SECTION_THREADS = min(8, os.cpu_count() or 1)
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 def drop_small_regions(mask: np.ndarray, min_size: int) -> np.ndarray:
@@ -59,19 +67,49 @@ def _seeds(interior: np.ndarray, method: str, seed_distance: float) -> np.ndarra
 
 
 def _watershed(
-    prob: np.ndarray, seed_threshold: float, min_seed_size: int, foreground: bool, seeds: str, seed_distance: float
+    prob: np.ndarray,
+    seed_threshold: float,
+    min_seed_size: int,
+    foreground: bool,
+    seeds: str,
+    seed_distance: float,
+    agglomeration: float = 0.0,
 ) -> np.ndarray:
     """Seeds (see :func:`_seeds`) come from the confident cell interior ``prob < seed_threshold`` without regions
     smaller than ``min_seed_size`` pixels; they grow over the probability landscape until 1-pixel boundary lines
     (label 0) separate them. For a ``foreground`` map (probability of cell bodies) the roles flip and growth stays
-    inside the objects."""
+    inside the objects. ``agglomeration`` > 0 merges the grown regions across faces whose mean membrane probability
+    is below it (``scripts.agglomeration``) before the lines are drawn."""
     boundary = 1.0 - prob if foreground else prob
     interior = boundary < seed_threshold
     if min_seed_size > 1:
         interior = drop_small_regions(interior, min_seed_size)
     markers = _seeds(interior, seeds, seed_distance)
     mask = interior if foreground else None
-    return watershed(boundary, markers, connectivity=1, watershed_line=True, mask=mask).astype(np.uint32)
+    if prob.ndim < 3 and not agglomeration:
+        return watershed(boundary, markers, connectivity=1, watershed_line=True, mask=mask).astype(np.uint32)
+    # scikit-image's watershed_line keeps re-queueing voxels: 3 M voxels of a membrane map took more than 24 GB
+    # (50 x 250 x 250 FIB-SEM). Without it the flood takes 0.3 GB; the lines are drawn after it (and after the
+    # agglomeration, which needs the regions to touch).
+    regions = watershed(boundary, markers, connectivity=1, mask=mask).astype(np.uint32)
+    if agglomeration:
+        from .agglomeration import agglomerate
+
+        regions = agglomerate(regions, boundary, agglomeration)
+    return boundary_lines(regions)
+
+
+def boundary_lines(labels: np.ndarray) -> np.ndarray:
+    """``labels`` with 0 on one side of every face between two different labels (nonzero both): the voxel after
+    the face along each axis, so lines are 1 voxel thick, as scikit-image's ``watershed_line`` draws them."""
+    lines = np.zeros(labels.shape, dtype=bool)
+    for axis in range(labels.ndim):
+        after = [slice(None)] * labels.ndim
+        before = [slice(None)] * labels.ndim
+        after[axis], before[axis] = slice(1, None), slice(None, -1)
+        a, b = labels[tuple(after)], labels[tuple(before)]
+        lines[tuple(after)] |= (a != b) & (a != 0) & (b != 0)
+    return np.where(lines, 0, labels).astype(labels.dtype)
 
 
 def default_seed_threshold(target: str, spatial_dims: int = 2) -> float:
@@ -86,6 +124,7 @@ def seed_options(
     seeds: str = "components",
     seed_distance: object = 2.0,
     foreground: bool = False,
+    agglomeration: object = "auto",
 ) -> dict:
     """The watershed settings of :func:`segment_cells` (all its arguments but ``prob`` and ``mode``), checked, for
     the writers to pass on: a bad value stops before anything is computed, with the key and a value to pass."""
@@ -102,7 +141,62 @@ def seed_options(
         foreground=bool(foreground),
         seeds=seeds,
         seed_distance=distance,
+        agglomeration=agglomeration_threshold(agglomeration),
     )
+
+
+def resolve_instance_mode(mode: str, three_planes: bool) -> str:
+    """``instance_mode`` for one image: "auto" is "3d" (neurons) where the image was segmented along three planes
+    (a near-isotropic volume, ``scripts.planes``), else "2d" (cells per section); other modes stand."""
+    if mode != "auto":
+        return mode
+    return "3d" if three_planes else "2d"
+
+
+def instance_options(options: dict, mode: str, requested: str) -> dict:
+    """The watershed settings (:func:`seed_options`) of an image whose ``requested`` instance mode resolved to
+    ``mode``: "auto" resolved to "3d" takes :data:`NEURONS_3D` (the settings measured for 3D neurons of a
+    three-plane map); an explicit mode keeps the settings as given, with an ``agglomeration`` of None (the
+    "auto" value) as :data:`AGGLOMERATION_3D` in 3D and off in 2D. Where waterz is missing (Python 3.10, where it
+    has no wheel) an agglomeration chosen by default is dropped with a warning; one asked for stops with
+    ``scripts.agglomeration``'s error."""
+    by_default = options["agglomeration"] is None or requested == "auto"
+    if requested == "auto" and mode == "3d" and not options["foreground"]:
+        options = {**options, **NEURONS_3D}
+    elif options["agglomeration"] is None:
+        options = {**options, "agglomeration": AGGLOMERATION_3D if mode == "3d" else 0.0}
+    if by_default and options["agglomeration"] and not agglomeration_available():
+        logger.warning("waterz is not installed: 3D fragments are not agglomerated (pip install waterz)")
+        options = {**options, "agglomeration": 0.0}
+    return options
+
+
+def agglomeration_available() -> bool:
+    """Whether waterz, which agglomerates fragments (``scripts.agglomeration``), can be imported."""
+    import importlib.util
+
+    return importlib.util.find_spec("waterz") is not None
+
+
+def describe_options(options: dict) -> str:
+    """The watershed settings in words, for a log line."""
+    seeds = f"{options['seeds']} seeds below {options['seed_threshold']:g}"
+    if options["seeds"] == "distance":
+        seeds += f" (h {options['seed_distance']:g})"
+    merge = options.get("agglomeration") or 0.0
+    return seeds + (f", fragments merged across faces below {merge:g}" if merge else "")
+
+
+def agglomeration_threshold(value: object) -> float | None:
+    """The ``agglomeration`` setting as a mean membrane probability in [0, 1) (0: off; "auto": None, see
+    :func:`instance_options`), or a clear error."""
+    if value == "auto" or value is None:
+        return None
+    threshold = real(value, "agglomeration", AGGLOMERATION_3D, positive=False)
+    if not 0.0 <= threshold < 1.0:
+        problem = f"must be in [0, 1) (a mean membrane probability; 0 turns it off), got {value!r}"
+        raise BundleInputError("agglomeration", problem, f"pass e.g. --agglomeration {AGGLOMERATION_3D}")
+    return threshold
 
 
 def map_sections(function: Callable[[np.ndarray], T], stack: np.ndarray) -> list[T]:
@@ -125,6 +219,7 @@ def segment_cells(
     foreground: bool = False,
     seeds: str = "components",
     seed_distance: float = 2.0,
+    agglomeration: float | None = 0.0,
 ) -> np.ndarray:
     """Label cells in a ``(Z, Y, X)`` membrane probability stack.
 
@@ -139,6 +234,8 @@ def segment_cells(
         seeds: "components" (one seed per connected interior region) or "distance" (distance-transform maxima,
             robust to small gaps in the membrane; use it for 3D).
         seed_distance: for "distance" seeds, how far (pixels) a maximum must rise above its surroundings.
+        agglomeration: merge neighbouring regions whose shared face's mean membrane probability is below this
+            (``scripts.agglomeration``); 0 = off.
 
     Returns:
         ``(Z, Y, X)`` uint32 labels: 0 on the 1-pixel boundaries between cells, 1..N for cells.
@@ -147,7 +244,7 @@ def segment_cells(
         raise ValueError(f"instance mode must be '2d' or '3d', got {mode!r}")
     if seeds not in SEED_METHODS:
         raise ValueError(f"seeds must be one of {SEED_METHODS}, got {seeds!r}")
-    options = (seed_threshold, min_seed_size, foreground, seeds, seed_distance)
+    options = (seed_threshold, min_seed_size, foreground, seeds, seed_distance, agglomeration or 0.0)
     if mode == "3d":
         return _watershed(prob, *options)
     return stack_sections(map_sections(lambda section: _watershed(section, *options), prob))[0]
@@ -191,10 +288,11 @@ class CellBoundariesd(MapTransform):
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)
+        mode = resolve_instance_mode(mode, three_planes=False)  # "auto": scored sections are segmented as 2D
         if mode not in INSTANCE_MODES[:2]:
             raise BundleInputError("instance_mode", f"must be 2d or 3d to score cells, got {mode!r}", "pass 2d or 3d")
         self.mode = mode
-        self.options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance)
+        self.options = instance_options(seed_options(seed_threshold, min_seed_size, seeds, seed_distance), mode, mode)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from .errors import BundleInputError
 from .io import PixelSize
+from .planes import is_isotropic
 from .settings import _number, check_device
 
 logger = logging.getLogger(__name__)
@@ -187,6 +188,16 @@ def meta_zoom(image: torch.Tensor) -> tuple[float, ...] | None:
     return tuple(float(v) for v in values.reshape(-1, values.shape[-1])[0])
 
 
+def meta_volume_zoom(image: torch.Tensor) -> tuple[float, float, float] | None:
+    """The ``(z, y, x)`` zoom ``ChooseZoomd`` puts in a ``MetaTensor``'s meta (``"volume_zoom"``) where the volume is
+    segmented along three planes (``scripts.planes``), else None. Batched: the first item's."""
+    zoom = getattr(image, "meta", {}).get("volume_zoom") if hasattr(image, "meta") else None
+    if zoom is None:
+        return None
+    values = torch.as_tensor(zoom, dtype=torch.float64).reshape(-1, 3)[0]
+    return (float(values[0]), float(values[1]), float(values[2]))
+
+
 def binary_entropy(p: torch.Tensor) -> float:
     """Mean binary entropy (bits) of probabilities ``p``."""
     p = p.float().clamp(1e-6, 1 - 1e-6)
@@ -288,6 +299,7 @@ def choose_zoom(
     file_source: str,
     flag_nm: tuple[float | None, float, float] | None = None,
     evidence: Callable[[], list[ZoomEvidence]] | None = None,
+    isotropic_nm: Sequence[float] | None = None,
 ) -> ScaleChoice:
     """Decide the zoom of one image (see the module docstring).
 
@@ -298,6 +310,9 @@ def choose_zoom(
         file_nm: the input file's ``(z, y, x)`` pixel size in nm, or None; ``file_source`` says where it came from.
         flag_nm: ``--pixel_size`` (:func:`parse_pixel_size`), which replaces the file's; its missing z is the file's.
         evidence: computes :func:`zoom_evidence` for this image (called only where "auto" needs it).
+        isotropic_nm: the model's scale for near-isotropic volumes (``scripts.planes.is_isotropic``: FIB-SEM, SBEM),
+            or None. Where the model has one and the input's pixel size is near-isotropic, the zoom follows the
+            pixel size against it, with no image evidence: every crop of one microscope gets the same zoom.
     """
     known, source = file_nm, file_source
     if flag_nm is not None:
@@ -305,6 +320,9 @@ def choose_zoom(
         known, source = (z, flag_nm[1], flag_nm[2]), "--pixel_size"
     if not isinstance(mode, str):
         return ScaleChoice(tuple(mode), known, source if known else "unknown", "--zoom")
+    if isotropic_nm is not None and is_isotropic(known):
+        reason = f"near-isotropic (FIB-SEM/SBEM): pixel size / the model's isotropic {format_nm(tuple(isotropic_nm))}"
+        return ScaleChoice(physical_zoom(known, isotropic_nm, spatial_dims), known, source, reason)
     prior = physical_zoom(known, model_nm, spatial_dims) if known else None
     model = format_nm(tuple(model_nm))
     if mode == "pixel_size" or evidence is None:
@@ -360,16 +378,43 @@ def model_pixel_size(ckpt_path: str, default: Sequence[float] = ISBI_PIXEL_SIZE_
         raise BundleInputError(sidecar, f"cannot be read as the model's pixel size ({e})", fix) from e
 
 
-def write_model_pixel_size(ckpt_path: str, pixel_size_nm: Sequence[float]) -> str:
-    """Write the sidecar :func:`model_pixel_size` reads beside ``ckpt_path``; returns its path."""
+def model_isotropic_pixel_size(ckpt_path: str) -> tuple[float, float, float] | None:
+    """The ``(z, y, x)`` nm scale a checkpoint learned near-isotropic volumes (FIB-SEM) at: its sidecar's
+    ``"isotropic_pixel_size_nm"`` (the shipped two-modality model: 10 nm), or None where it records none (the model
+    then has one scale, :func:`model_pixel_size`, for every input)."""
+    import json
+    import os
+
+    sidecar = os.path.splitext(str(ckpt_path))[0] + ".json"
+    if not os.path.isfile(sidecar):
+        return None
+    try:
+        with open(sidecar) as f:
+            values = json.load(f).get("isotropic_pixel_size_nm")
+        if values is None:
+            return None
+        return tuple(_positive_list(values, "isotropic_pixel_size_nm", (3,), "[10, 10, 10]"))  # type: ignore
+    except (OSError, ValueError, AttributeError, TypeError) as e:
+        fix = 'write it as {"pixel_size_nm": [z, y, x], "isotropic_pixel_size_nm": [z, y, x]} in nm'
+        raise BundleInputError(sidecar, f"cannot be read as the model's pixel size ({e})", fix) from e
+
+
+def write_model_pixel_size(
+    ckpt_path: str, pixel_size_nm: Sequence[float], isotropic_nm: Sequence[float] | None = None
+) -> str:
+    """Write the sidecar :func:`model_pixel_size` (and :func:`model_isotropic_pixel_size`, where ``isotropic_nm``
+    is given) reads beside ``ckpt_path``; returns its path."""
     import json
     import os
 
     from .outputs import atomic_path
 
+    entry = {"pixel_size_nm": [float(v) for v in pixel_size_nm]}
+    if isotropic_nm is not None:
+        entry["isotropic_pixel_size_nm"] = [float(v) for v in isotropic_nm]
     sidecar = os.path.splitext(str(ckpt_path))[0] + ".json"
     with atomic_path(sidecar) as tmp, open(tmp, "w") as f:
-        json.dump({"pixel_size_nm": [float(v) for v in pixel_size_nm]}, f)
+        json.dump(entry, f)
     return sidecar
 
 
@@ -420,6 +465,8 @@ class ZoomPolicy:
         network, inferer: what the "auto" estimate runs (``inferer.predictor(network, device, tta=False)``: one pass
             at the inferer's precision).
         ckpt_path, device: the weights the estimate's copy of ``network`` loads (:meth:`estimator`), and where.
+        isotropic_pixel_size: the model's ``(z, y, x)`` nm scale for near-isotropic volumes
+            (:func:`model_isotropic_pixel_size`), or None.
     """
 
     def __init__(
@@ -432,10 +479,15 @@ class ZoomPolicy:
         inferer: object = None,
         ckpt_path: str | None = None,
         device: torch.device | str = "cpu",
+        isotropic_pixel_size: Sequence[float] | None = None,
     ) -> None:
         self.mode = parse_zoom(zoom, spatial_dims)
         self.flag_nm = parse_pixel_size(pixel_size)
         self.model_nm = tuple(_positive_list(model_pixel_size, "model_pixel_size", (3,), "[50, 4, 4]"))
+        self.isotropic_nm = (
+            None if isotropic_pixel_size is None
+            else tuple(_positive_list(isotropic_pixel_size, "isotropic_pixel_size", (3,), "[10, 10, 10]"))
+        )  # fmt: skip
         self.spatial_dims = spatial_dims
         self.network, self.inferer, self.ckpt_path, self.device = network, inferer, ckpt_path, check_device(device)
         self._estimator: torch.nn.Module | None = None
@@ -478,7 +530,9 @@ class ZoomPolicy:
         evidence = None
         if sections is not None and self.network is not None and self.spatial_dims == 2:
             evidence = partial(_evidence_of, sections, self._predict, self.candidates(file_nm))
-        choice = choose_zoom(self.mode, self.spatial_dims, self.model_nm, file_nm, file_source, self.flag_nm, evidence)
+        choice = choose_zoom(
+            self.mode, self.spatial_dims, self.model_nm, file_nm, file_source, self.flag_nm, evidence, self.isotropic_nm
+        )
         doubtful = choice.overruled or choice.pixel_size_nm is None
         (logger.warning if doubtful else logger.info)(choice.describe(name))
         return choice
@@ -506,7 +560,11 @@ def fixed_zoom(
 
 
 def record_training_pixel_size(
-    model_dir: str, dataset_dir: str, pixel_size: object = "file", base_ckpt: str | None = None
+    model_dir: str,
+    dataset_dir: str,
+    pixel_size: object = "file",
+    base_ckpt: str | None = None,
+    isotropic_pixel_size: object = None,
 ) -> tuple[float, float, float] | None:
     """Write the pixel size of the data a training learns from beside its weights (``<model_dir>/model.json``,
     read by :func:`model_pixel_size`), so inference, MONAI Label and exports know the model's scale.
@@ -514,7 +572,9 @@ def record_training_pixel_size(
     It is ``--pixel_size`` (nm) where given, else the first training image's own (``scripts.io.read_pixel_size``),
     else, for a fine-tuning that starts from ``base_ckpt``, that model's (its scale is assumed kept). Where none is
     known nothing is written (inference then assumes ISBI 2012's 50 x 4 x 4 nm) and a warning names the flag.
-    Returns what was written, or None."""
+    The scale for near-isotropic volumes (:func:`model_isotropic_pixel_size`) is ``isotropic_pixel_size`` where
+    given, else the training pixel size where that is near-isotropic (a model trained on FIB-SEM), else the base
+    model's. Returns the pixel size written, or None."""
     import os
 
     from .data import find_labelled_pairs
@@ -542,7 +602,15 @@ def record_training_pixel_size(
         return None
     z = known[0] if known[0] is not None else ISBI_PIXEL_SIZE_NM[0]
     recorded = (float(z), float(known[1]), float(known[2]))
+    isotropic = parse_pixel_size(isotropic_pixel_size) if isotropic_pixel_size is not None else None
+    if isotropic is None and is_isotropic(known):
+        isotropic = recorded
+    if isotropic is None and base_ckpt is not None:
+        isotropic = model_isotropic_pixel_size(base_ckpt)
+    if isotropic is not None:
+        isotropic = tuple(float(v if v is not None else isotropic[1]) for v in isotropic)
     os.makedirs(model_dir, exist_ok=True)
-    path = write_model_pixel_size(os.path.join(model_dir, "model.pt"), recorded)
-    logger.info("model pixel size %s (%s) recorded in %s", format_nm(recorded), source, path)
+    path = write_model_pixel_size(os.path.join(model_dir, "model.pt"), recorded, isotropic)
+    also = f", near-isotropic volumes at {format_nm(isotropic)}" if isotropic else ""
+    logger.info("model pixel size %s (%s)%s recorded in %s", format_nm(recorded), source, also, path)
     return recorded

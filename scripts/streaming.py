@@ -41,6 +41,7 @@ from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported
 )
 from .morphology import COLUMNS_2D, cell_table
 from .outputs import atomic_path, remove_stale_temporaries, result_path
+from .planes import check_sections_only, log_sections_only
 from .progress import counted
 from .scale import ZoomPolicy, needs_resampling, pick_sections, table_spacing
 from .settings import check_device, choice, output_folder
@@ -161,7 +162,7 @@ class StreamingSegmenter:
         inferer: the sliding-window inferer of inference.json.
         output_dir: folder for the results.
         device: where the network runs.
-        instance_mode: "2d" or "none" ("3d" needs the whole volume).
+        instance_mode: "2d" or "none" ("3d" needs the whole volume; "auto" is "2d" here).
         seed_threshold, min_seed_size, seeds, seed_distance: watershed seeds, see ``scripts.instances.segment_cells``.
         target: "foreground" maps are segmented as objects (see ``scripts.writers.SaveEMResultsd``).
         output_format: "auto", "tif", "h5" (``X_prob.h5`` with dataset ``prob``, one section per chunk), "zarr"
@@ -169,6 +170,7 @@ class StreamingSegmenter:
         context_sections: neighbouring sections on each side a 2.5D network takes as extra channels.
         zoom_policy: chooses each stack's zoom (``scripts.scale.ZoomPolicy``, inference.json's ``zoom_policy``)
             from its pixel size and a few of its sections; None runs the network on the input's own grid.
+        planes: "auto" or "xy" (streaming segments along xy only; "xyz" is refused, see ``scripts.planes``).
     """
 
     def __init__(
@@ -186,7 +188,10 @@ class StreamingSegmenter:
         output_format: str = "auto",
         context_sections: int = 0,
         zoom_policy: ZoomPolicy | None = None,
+        planes: str = "auto",
     ) -> None:
+        check_sections_only(planes, "streamed")
+        instance_mode = "2d" if instance_mode == "auto" else instance_mode
         if instance_mode not in ("2d", "none"):
             raise BundleInputError(
                 "instance_mode", f"{instance_mode!r} needs the whole volume in memory", "use 2d or none when streaming"
@@ -218,7 +223,9 @@ class StreamingSegmenter:
             return torch.stack(picked).float()  # (n, 2c + 1, Y, X)
 
         usable = sections if self.inferer.spatial_dims == 2 else None
-        return self.zoom_policy.choose(os.path.basename(stack.path), usable, stack.pixel_size).zoom
+        choice_ = self.zoom_policy.choose(os.path.basename(stack.path), usable, stack.pixel_size)
+        log_sections_only(os.path.basename(stack.path), choice_.pixel_size_nm, "streamed")
+        return choice_.zoom
 
     def probabilities(self, stack: OpenFileReader, zoom: Sequence[float] | None = None) -> Iterator[np.ndarray]:
         """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1], the network run at ``zoom``

@@ -6,6 +6,7 @@ Shapes: a 2D section is ``(1, Y, X)``, a stack is ``(1, Z, Y, X)`` (channel firs
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Hashable, Mapping
 
@@ -18,7 +19,11 @@ from monai.transforms import MapTransform
 from .data import check_membrane_labels, with_neighbours
 from .errors import BundleInputError
 from .io import read_stack, require_volume
+from .planes import PLANES_MODES, choose_planes, volume_zoom
 from .scale import ZoomPolicy, pick_sections, pixel_size_entry, pixel_size_from_entry
+from .settings import choice
+
+logger = logging.getLogger(__name__)
 
 
 class LoadStackd(MapTransform):
@@ -121,14 +126,19 @@ class NeighbourSectionsd(MapTransform):
 
 class ChooseZoomd(MapTransform):
     """Decide the zoom the network runs ``d[key]`` at (``scripts.scale.ZoomPolicy``: the pixel size and the image's
-    own evidence) and record it: the image becomes a ``MetaTensor`` whose meta ``"zoom"`` the inferer
-    (``scripts.inferers.MembraneInferer``) resamples by, and ``<key>_zoom`` holds it for the writers. Expects the
-    normalized ``(C, Z, Y, X)`` image and ``LoadStackd``'s ``<key>_path`` and ``<key>_pixel_size``.
+    own evidence) and the planes it is segmented along (``scripts.planes.choose_planes``), and record them: the
+    image becomes a ``MetaTensor`` whose meta ``"zoom"`` the inferer (``scripts.inferers.MembraneInferer``) resamples
+    by (and, for three planes, ``"volume_zoom"``, the ``(z, y, x)`` zoom), ``<key>_zoom`` holds the zoom and
+    ``<key>_planes`` the number of planes (1 or 3) for the writers. Expects the normalized ``(C, Z, Y, X)`` image
+    and ``LoadStackd``'s ``<key>_path`` and ``<key>_pixel_size``. ``planes``: "auto", "xy" or "xyz".
     """
 
-    def __init__(self, keys: KeysCollection, policy: ZoomPolicy, allow_missing_keys: bool = False) -> None:
+    def __init__(
+        self, keys: KeysCollection, policy: ZoomPolicy, planes: str = "xy", allow_missing_keys: bool = False
+    ) -> None:
         super().__init__(keys, allow_missing_keys)
         self.policy = policy
+        self.planes = choice(planes, "planes", PLANES_MODES)
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -141,9 +151,17 @@ class ChooseZoomd(MapTransform):
 
             name = os.path.basename(str(d.get(f"{key}_path", key)))
             known = pixel_size_from_entry(d.get(f"{key}_pixel_size"))
-            choice = self.policy.choose(name, sections if image.ndim == 4 else None, known)
-            d[key] = MetaTensor(image, meta={"zoom": torch.tensor(choice.zoom, dtype=torch.float64)})
-            d[f"{key}_zoom"] = list(choice.zoom)
+            choice_ = self.policy.choose(name, sections if image.ndim == 4 else None, known)
+            meta = {"zoom": torch.tensor(choice_.zoom, dtype=torch.float64)}
+            if image.ndim == 4 and image.shape[0] == 1:  # context_sections' z-neighbour channels: xy only
+                planes = choose_planes(self.planes, choice_.pixel_size_nm, image.shape[1], self.policy.spatial_dims)
+                logger.info("%s: planes %s (%s)", name, ", ".join(planes.planes), planes.reason)
+                if planes.three:
+                    zoom = volume_zoom(choice_.zoom, choice_.pixel_size_nm)
+                    meta["volume_zoom"] = torch.tensor(zoom, dtype=torch.float64)
+            d[key] = MetaTensor(image, meta=meta)
+            d[f"{key}_zoom"] = list(choice_.zoom)
+            d[f"{key}_planes"] = 3 if "volume_zoom" in meta else 1
         return d
 
 

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Hashable, Mapping
 from concurrent.futures import Future
 from typing import Any
@@ -15,7 +17,17 @@ from monai.transforms import MapTransform
 from .background import BackgroundJobs, worker_count
 from .errors import BundleInputError, as_bool
 from .inferers import MembraneInferer
-from .instances import DEFAULT_SEED_THRESHOLD, INSTANCE_MODES, map_sections, seed_options, segment_cells, stack_sections
+from .instances import (
+    DEFAULT_SEED_THRESHOLD,
+    INSTANCE_MODES,
+    describe_options,
+    instance_options,
+    map_sections,
+    resolve_instance_mode,
+    seed_options,
+    segment_cells,
+    stack_sections,
+)
 from .io import OUTPUT_FORMATS, PixelSize, image_stem, write_result
 from .morphology import cell_table, section_rows_2d, write_cell_table
 from .outputs import result_path
@@ -23,6 +35,8 @@ from .plots import save_morphology_histograms, save_overlay
 from .scale import pixel_size_from_entry, table_spacing
 from .settings import choice, output_folder
 from .transforms import TARGETS
+
+logger = logging.getLogger(__name__)
 
 
 def _numpy(value: object) -> np.ndarray:
@@ -78,12 +92,16 @@ class SaveEMResultsd(MapTransform):
         keys: the probability key (usually "pred").
         output_dir: folder for the results (created if missing; temporaries that killed runs left in it are
             removed here, see ``scripts.outputs.remove_stale_temporaries``).
-        instance_mode: "2d" (per section), "3d" (whole volume) or "none" (probability only).
+        instance_mode: "2d" (per section), "3d" (whole volume), "none" (probability only) or "auto" ("3d" for an
+            image segmented along three planes, ``image_planes`` 3, with ``scripts.instances.NEURONS_3D``'s
+            settings; else "2d").
         seed_threshold: watershed seeds are regions with probability below it.
         min_seed_size: smaller seeds are ignored.
         seeds: "components" (one seed per connected interior region) or "distance" (distance-transform maxima,
             for 3D); see ``scripts.instances.segment_cells``.
         seed_distance: height (pixels) of a distance maximum that makes a seed, for "distance" seeds.
+        agglomeration: merge regions across faces of mean membrane probability below it (0 off; "auto": on in 3D
+            only, see ``scripts.instances.instance_options``).
         plots: also write the overlay and histogram PNGs (needs an instance mode other than "none").
         target: what the network predicts (see ``scripts.transforms.MakeTargetd``); "foreground" maps are
             segmented as objects, the others as boundaries between cells.
@@ -104,6 +122,7 @@ class SaveEMResultsd(MapTransform):
         min_seed_size: int = 16,
         seeds: str = "components",
         seed_distance: float = 2.0,
+        agglomeration: float | str = "auto",
         plots: bool = False,
         target: str = "membrane",
         output_format: str = "auto",
@@ -120,7 +139,9 @@ class SaveEMResultsd(MapTransform):
         self.output_dir = output_folder(output_dir)
         self.instance_mode = instance_mode
         target = choice(target, "target", TARGETS)
-        self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
+        self.segment_options = seed_options(
+            seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground", agglomeration
+        )
         self.plots = as_bool(plots, "plots")
         self.output_format = choice(output_format, "output_format", OUTPUT_FORMATS)
         self.workers = worker_count(workers, device)
@@ -137,7 +158,7 @@ class SaveEMResultsd(MapTransform):
         if self.workers == 0:
             return
         self.jobs = BackgroundJobs(self.workers)
-        if self.inferer is not None and self.instance_mode == "2d":
+        if self.inferer is not None and self.instance_mode in ("2d", "auto"):
             self.inferer.section_sink = self.take_sections
         engine.add_event_handler(Events.COMPLETED, lambda _: self.jobs.wait())
         engine.add_event_handler(Events.EXCEPTION_RAISED, self._stop)
@@ -150,8 +171,9 @@ class SaveEMResultsd(MapTransform):
     def take_sections(self, start: int, probability: torch.Tensor) -> None:
         """Start the cells and table of sections ``start...`` of the stack the network is on; ``probability`` is
         the network's output for them, ``(1, 1, z, Y, X)``. Called by ``MembraneInferer`` (its ``section_sink``);
-        a no-op unless post-processing runs in the background in mode "2d"."""
-        if self.jobs is None or self.instance_mode != "2d" or probability.shape[:2] != (1, 1):
+        a no-op unless post-processing runs in the background in mode "2d" (or "auto": sections come only from a
+        stack segmented along xy alone)."""
+        if self.jobs is None or self.instance_mode not in ("2d", "auto") or probability.shape[:2] != (1, 1):
             return
         if start == 0:
             self._sections = []
@@ -163,7 +185,8 @@ class SaveEMResultsd(MapTransform):
         taken, self._sections = self._sections, []
         if len(taken) == len(prob) and all(np.array_equal(section, p) for (section, _), p in zip(taken, prob)):
             return [job for _, job in taken]
-        return [self.jobs.submit(_section_cells, p, self.segment_options) for p in prob]
+        options = instance_options(self.segment_options, "2d", self.instance_mode)
+        return [self.jobs.submit(_section_cells, p, options) for p in prob]
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -175,11 +198,16 @@ class SaveEMResultsd(MapTransform):
                 image = _numpy(d["image"])
                 image = image[image.shape[0] // 2]  # the sections themselves: the middle of 2.5D channels
             pixel_size = pixel_size_from_entry(d.get("image_pixel_size"))
-            args = (prob, str(d["image_layout"]), source, d.get("image_spacing") or None, pixel_size, image)
+            mode = resolve_instance_mode(
+                self.instance_mode, int(np.asarray(d.get("image_planes", 1)).reshape(-1)[0]) == 3
+            )
+            args = (prob, str(d["image_layout"]), source, d.get("image_spacing") or None, pixel_size, image, mode)
             if self.jobs is None:
                 self._write(*args)
             else:
-                sections = self._claim_sections(prob) if self.instance_mode == "2d" else None
+                if mode != "2d":
+                    self._sections = []
+                sections = self._claim_sections(prob) if mode == "2d" else None
                 self.jobs.submit_file(source, self._write, *args, sections)
         return d
 
@@ -191,12 +219,13 @@ class SaveEMResultsd(MapTransform):
         spacing: list[float] | None,
         pixel_size: PixelSize | None,
         image: np.ndarray | None,
+        mode: str,
         sections: list[Future] | None = None,
     ) -> None:
-        """Write every result of one image (see the class); ``sections`` are the jobs computing its cells per
-        section, if started already. Results keep the input's ``spacing`` (file units) and ``pixel_size`` (nm)
-        where their format has a place for them; the cell table's physical columns are in nm (empty where the
-        pixel size is unknown)."""
+        """Write every result of one image (see the class) in instance ``mode`` (resolved, not "auto");
+        ``sections`` are the jobs computing its cells per section, if started already. Results keep the input's
+        ``spacing`` (file units) and ``pixel_size`` (nm) where their format has a place for them; the cell table's
+        physical columns are in nm (empty where the pixel size is unknown)."""
         stem = image_stem(source)
         shape = prob.shape[1:] if layout in ("yx", "xy") else prob.shape  # a 2D image stays 2D
 
@@ -214,22 +243,24 @@ class SaveEMResultsd(MapTransform):
             )
 
         write("_prob", prob)
-        if self.instance_mode == "none":
+        if mode == "none":
             return
-        if self.instance_mode == "2d":
+        options = instance_options(self.segment_options, mode, self.instance_mode)
+        if mode == "2d":
             if sections is None:
-                results = map_sections(lambda section: _section_cells(section, self.segment_options), prob)
+                results = map_sections(lambda section: _section_cells(section, options), prob)
             else:
                 results = [job.result() for job in sections]
             cells, offsets = stack_sections([section_cells for section_cells, _ in results])
             rows = _stack_rows([section_rows for _, section_rows in results], offsets, table_spacing(pixel_size))
         else:
-            cells = segment_cells(prob, self.instance_mode, **self.segment_options)
-            rows = cell_table(cells, self.instance_mode, table_spacing(pixel_size))
+            logger.info("%s: cells in 3D (%s)", os.path.basename(source), describe_options(options))
+            cells = segment_cells(prob, mode, **options)
+            rows = cell_table(cells, mode, table_spacing(pixel_size))
         write("_seg", cells)
-        write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, self.instance_mode)
+        write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, mode)
         if image is not None:
             save_overlay(image, cells, result_path(self.output_dir, stem, "_overlay", "png"))
-            size_key = "volume_px" if self.instance_mode == "3d" else "area_px"
+            size_key = "volume_px" if mode == "3d" else "area_px"
             histograms = result_path(self.output_dir, stem, "_morphology", "png")
             save_morphology_histograms(rows, histograms, size_key=size_key)

@@ -42,6 +42,7 @@ from ..instances import seed_options, segment_cells
 from ..io import PixelSize, create_zarr, finalize_zarr, image_stem, is_zarr, open_zarr, read_pixel_size, zarr_spacing
 from ..morphology import block_volume_sums, cell_table, merged_volume_rows, write_cell_table
 from ..outputs import result_path
+from ..planes import check_sections_only, log_sections_only
 from ..progress import bar
 from ..scale import ZoomPolicy, pick_sections, table_spacing
 from ..settings import check_device, choice, integer, output_folder
@@ -255,8 +256,8 @@ class BlockwiseSegmenter:
         block_size: ``(z, y, x)`` block size, or one number, or None for the input's chunks; rounded up to whole
             chunks. The probability uses blocks of ``z`` whole sections; cells in "3d" mode use the 3D blocks.
         device: "cpu" or "cuda" (the device type workers use; one GPU per worker).
-        instance_mode: "2d" (per section, identical to whole-volume inference), "3d" (stitched across blocks)
-            or "none".
+        instance_mode: "2d" (per section, identical to whole-volume inference), "3d" (stitched across blocks;
+            no agglomeration), "none", or "auto" ("2d": the probability here is the xy map).
         seed_threshold, min_seed_size, seeds, seed_distance: watershed seeds, see ``scripts.instances``.
         target: "foreground" maps are segmented as objects (see ``scripts.writers.SaveEMResultsd``).
         memory_limit: per worker of a LocalCluster (Dask's, e.g. "4GB" or "auto").
@@ -264,6 +265,7 @@ class BlockwiseSegmenter:
             a cell radius, so that every cell cut by a face has its seed on both sides.
         zoom_policy: chooses each volume's zoom (``scripts.scale.ZoomPolicy``) from its pixel size and a few of its
             sections; None runs the network on the input's own grid.
+        planes: "auto" or "xy" (blocks of whole sections segment along xy only; "xyz" is refused).
     """
 
     def __init__(
@@ -283,9 +285,12 @@ class BlockwiseSegmenter:
         memory_limit: str | int = "auto",
         cell_halo: int = 16,
         zoom_policy: ZoomPolicy | None = None,
+        planes: str = "auto",
     ) -> None:
         from .scheduler import local_workers
 
+        check_sections_only(planes, "Dask blockwise")
+        instance_mode = "2d" if instance_mode == "auto" else instance_mode
         if inferer.spatial_dims != 2:
             raise BundleInputError(
                 "spatial_dims",
@@ -337,7 +342,9 @@ class BlockwiseSegmenter:
             ]
             return torch.stack(picked).float()  # (n, 1, Y, X)
 
-        return self.zoom_policy.choose(os.path.basename(path), sections, pixel_size).zoom
+        choice_ = self.zoom_policy.choose(os.path.basename(path), sections, pixel_size)
+        log_sections_only(os.path.basename(path), choice_.pixel_size_nm, "Dask blockwise")
+        return choice_.zoom
 
     def segment(self, client, path: str) -> str:
         """Write the results of one volume; returns the path of its ``_prob.zarr``."""

@@ -1,0 +1,149 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Which planes a 2D network segments a volume along, and the three-plane average.
+
+A near-isotropic volume (FIB-SEM, SBEM with thin sections: z spacing within :data:`ISOTROPY_RATIO` of the x/y
+spacing) looks alike along z, y and x, so the 2D network also runs on its xz and yz sections and the three membrane
+maps are averaged: a membrane that one plane sees edge-on (sharp) another sees at a slant (blurred), and the average
+keeps the evidence of both. An ssTEM stack (50 nm sections of 4 nm pixels) has no usable xz/yz view: xy only.
+
+``planes`` (inference.json): "auto" (default: three planes where the pixel size says the volume is near-isotropic,
+else xy), "xy", or "xyz" (three planes; refused for a volume known to be anisotropic, which would need its z
+resampled many-fold). One log line per image says which ran and why.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from .errors import BundleInputError
+from .settings import choice
+
+logger = logging.getLogger(__name__)
+PLANES_MODES = ("auto", "xy", "xyz")
+#: A volume is near-isotropic where its z spacing is at most this many times its x/y spacing (and at least its
+#: inverse): FIB-SEM at 4-10 nm (ratio 1), SBEM at 8 x 8 x 12 nm (1.5). ssTEM at 50 x 4 x 4 nm (12.5) is not.
+ISOTROPY_RATIO = 1.5
+#: The three planes of a ``(Z, Y, X)`` volume: the permutation of ``(B, C, Z, Y, X)`` that puts each plane's sections
+#: on axis 2, and the volume axes ``(z, y, x)`` = 0, 1, 2 that lie within its sections (for their zoom).
+PLANE_PERMUTATIONS = {"xy": (0, 1, 2, 3, 4), "xz": (0, 1, 3, 2, 4), "yz": (0, 1, 4, 2, 3)}
+PLANE_AXES = {"xy": (1, 2), "xz": (0, 2), "yz": (0, 1)}
+
+
+def anisotropy(pixel_size_nm: Sequence[float | None] | None) -> float | None:
+    """z spacing over the mean x/y spacing of a ``(z, y, x)`` nm pixel size; None where z (or all) is unknown."""
+    if pixel_size_nm is None or pixel_size_nm[0] is None:
+        return None
+    z, y, x = (float(v) for v in pixel_size_nm)  # type: ignore[arg-type]
+    return z / ((y * x) ** 0.5)
+
+
+def is_isotropic(pixel_size_nm: Sequence[float | None] | None) -> bool:
+    """Whether a ``(z, y, x)`` nm pixel size is near-isotropic (:data:`ISOTROPY_RATIO`); False where z is unknown."""
+    ratio = anisotropy(pixel_size_nm)
+    return ratio is not None and 1.0 / ISOTROPY_RATIO <= ratio <= ISOTROPY_RATIO
+
+
+@dataclass(frozen=True)
+class PlaneChoice:
+    """The planes one image is segmented along, and why (for its log line)."""
+
+    planes: tuple[str, ...]
+    reason: str
+
+    @property
+    def three(self) -> bool:
+        return len(self.planes) == 3
+
+
+def choose_planes(
+    mode: str, pixel_size_nm: Sequence[float | None] | None, sections: int, spatial_dims: int = 2
+) -> PlaneChoice:
+    """The planes of an image of ``sections`` sections with pixel size ``pixel_size_nm`` (``(z, y, x)`` nm, z or
+    all None where unknown) for ``planes`` ``mode`` (see the module docstring). A 3D network, or a single section,
+    has one "plane" (xy)."""
+    mode = choice(mode, "planes", PLANES_MODES)
+    if spatial_dims == 3:
+        return PlaneChoice(("xy",), "a 3D network sees the volume whole")
+    if sections < 2:
+        return PlaneChoice(("xy",), "a single section")
+    ratio = anisotropy(pixel_size_nm)
+    if mode == "xy":
+        return PlaneChoice(("xy",), "--planes xy")
+    if mode == "xyz":
+        if ratio is not None and not is_isotropic(pixel_size_nm):
+            raise BundleInputError(
+                "planes",
+                f"is xyz, but the volume's z spacing is {ratio:.3g}x its x/y spacing (three planes need a "
+                f"near-isotropic volume, at most {ISOTROPY_RATIO}x)",
+                "pass --planes xy (or auto), or --pixel_size [z, y, x] if the file's pixel size is wrong",
+            )
+        return PlaneChoice(("xy", "xz", "yz"), "--planes xyz")
+    if ratio is None:
+        return PlaneChoice(("xy",), "z spacing unknown; pass --pixel_size [z, y, x] or --planes xyz for three planes")
+    if is_isotropic(pixel_size_nm):
+        return PlaneChoice(("xy", "xz", "yz"), f"near-isotropic: z spacing {ratio:.3g}x x/y")
+    return PlaneChoice(("xy",), f"anisotropic: z spacing {ratio:.3g}x x/y")
+
+
+def check_sections_only(mode: str, where: str) -> str:
+    """``planes`` for a path that reads a volume a slab or block of sections at a time (``where``: streamed, Dask
+    blockwise), which runs xy only: "xyz" is refused with the fix; returns the mode."""
+    mode = choice(mode, "planes", PLANES_MODES)
+    if mode == "xyz":
+        raise BundleInputError(
+            "planes",
+            f"is xyz, but {where} inference reads the volume a few sections at a time and segments along xy only",
+            "run configs/inference.json (the whole volume in memory) for three planes, or pass --planes xy",
+        )
+    return mode
+
+
+def log_sections_only(name: str, pixel_size_nm: Sequence[float | None] | None, where: str) -> None:
+    """The planes log line of a path that runs xy only (:func:`check_sections_only`)."""
+    why = "near-isotropic, but " if is_isotropic(pixel_size_nm) else ""
+    logger.info("%s: planes xy (%s%s inference segments along xy only)", name, why, where)
+
+
+def plane_zoom(volume_zoom: Sequence[float], plane: str) -> tuple[float, float]:
+    """The 2D zoom of ``plane``'s sections from a volume's ``(z, y, x)`` zoom."""
+    a, b = PLANE_AXES[plane]
+    return float(volume_zoom[a]), float(volume_zoom[b])
+
+
+def volume_zoom(zoom: Sequence[float], pixel_size_nm: Sequence[float | None] | None) -> tuple[float, float, float]:
+    """The ``(z, y, x)`` zoom of a volume whose sections run at the 2D ``zoom`` ``(y, x)``: the model's pixel is
+    square and its size in nm along z is its size along y, so z zooms by ``zoom_y * z_nm / y_nm`` (the mean of the
+    two where the z spacing is unknown, as for a volume taken to be isotropic)."""
+    zy, zx = float(zoom[0]), float(zoom[1])
+    if pixel_size_nm is None or pixel_size_nm[0] is None:
+        return ((zy * zx) ** 0.5, zy, zx)
+    return (zy * float(pixel_size_nm[0]) / float(pixel_size_nm[1]), zy, zx)  # type: ignore[arg-type]
+
+
+def as_plane(x: torch.Tensor, plane: str) -> torch.Tensor:
+    """``(B, C, Z, Y, X)`` as ``plane``'s sections along axis 2 (a view)."""
+    return x.permute(*PLANE_PERMUTATIONS[plane])
+
+
+def from_plane(x: torch.Tensor, plane: str) -> torch.Tensor:
+    """The inverse of :func:`as_plane`."""
+    order = PLANE_PERMUTATIONS[plane]
+    return x.permute(*[order.index(axis) for axis in range(5)])
+
+
+def plane_average(
+    inputs: torch.Tensor, planes: Sequence[str], run_plane: Callable[[torch.Tensor, str], torch.Tensor]
+) -> torch.Tensor:
+    """The mean over ``planes`` of ``run_plane(sections, plane)``, each computed on ``inputs`` ``(B, C, Z, Y, X)``
+    cut along that plane (:func:`as_plane`) and put back on the volume's axes; summed in place, so the peak is the
+    volume, the running sum and one plane's result."""
+    total: torch.Tensor | None = None
+    for plane in planes:
+        prob = from_plane(run_plane(as_plane(inputs, plane).contiguous(), plane), plane)
+        total = prob.clone() if total is None else total.add_(prob)
+    assert total is not None
+    return total.div_(len(planes))

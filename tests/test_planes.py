@@ -1,0 +1,182 @@
+# Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
+"""Three-plane segmentation of near-isotropic volumes (scripts.planes) and the isotropic zoom."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tifffile
+import torch
+from conftest import run_workflow
+from monai.data import MetaTensor
+from scripts.errors import BundleInputError, find_input_error
+from scripts.fusionnet import FusionNet
+from scripts.inferers import MembraneInferer
+from scripts.io import PixelSize, write_tiff
+from scripts.planes import as_plane, choose_planes, from_plane, is_isotropic, plane_average, volume_zoom
+from scripts.scale import ZoomPolicy, choose_zoom, model_isotropic_pixel_size, write_model_pixel_size
+from scripts.synthetic import make_em_stack
+from scripts.transforms import ChooseZoomd
+
+WIDTH = [4, 8, 8, 8, 8]
+
+
+class RowWeighted(torch.nn.Module):
+    """A 'network' that sees its sections' orientation: the probability grows down each section's rows, so each
+    plane's map differs and their mean is none of them."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows = torch.linspace(-2, 2, x.shape[-2]).reshape(1, 1, -1, 1)
+        return x * 0 + rows + x
+
+
+def test_choose_planes_follows_isotropy() -> None:
+    assert choose_planes("auto", (10.0, 10.0, 10.0), 50).three
+    assert choose_planes("auto", (12.0, 8.0, 8.0), 50).three  # SBEM-like, 1.5x
+    assert choose_planes("auto", (50.0, 4.0, 4.0), 20).planes == ("xy",)
+    assert "unknown" in choose_planes("auto", (None, 4.0, 4.0), 20).reason
+    assert choose_planes("auto", None, 20).planes == ("xy",)
+    assert choose_planes("xy", (10.0, 10.0, 10.0), 50).planes == ("xy",)
+    assert choose_planes("xyz", None, 50).three  # forced: taken to be isotropic
+    assert choose_planes("auto", (10.0, 10.0, 10.0), 1).planes == ("xy",)  # one section
+    assert choose_planes("auto", (10.0, 10.0, 10.0), 50, spatial_dims=3).planes == ("xy",)
+    assert is_isotropic((10.0, 10.0, 10.0)) and not is_isotropic((50.0, 4.0, 4.0)) and not is_isotropic(None)
+
+
+def test_three_planes_refused_for_anisotropic_volume() -> None:
+    with pytest.raises(BundleInputError, match="planes.*12.5x"):
+        choose_planes("xyz", (50.0, 4.0, 4.0), 20)
+    with pytest.raises(BundleInputError, match="planes"):
+        choose_planes("xzy", (10.0, 10.0, 10.0), 20)
+
+
+def test_planes_round_trip_and_average() -> None:
+    x = torch.arange(3 * 4 * 5, dtype=torch.float32).reshape(1, 1, 3, 4, 5) / 100
+    for plane in ("xy", "xz", "yz"):
+        torch.testing.assert_close(from_plane(as_plane(x, plane), plane), x)
+    assert as_plane(x, "xz").shape == (1, 1, 4, 3, 5) and as_plane(x, "yz").shape == (1, 1, 5, 3, 4)
+    torch.testing.assert_close(plane_average(x, ("xy", "xz", "yz"), lambda sections, plane: sections), x)
+
+
+def test_volume_zoom_keeps_the_model_pixel_square() -> None:
+    assert volume_zoom((1.0, 1.0), (10.0, 10.0, 10.0)) == (1.0, 1.0, 1.0)
+    assert volume_zoom((0.5, 0.5), (12.0, 8.0, 8.0)) == pytest.approx((0.75, 0.5, 0.5))
+    assert volume_zoom((2.0, 2.0), None) == (2.0, 2.0, 2.0)
+
+
+def test_inferer_averages_the_three_planes() -> None:
+    torch.manual_seed(0)
+    volume = torch.rand(1, 1, 16, 32, 48)
+    inferer = MembraneInferer(roi_size=[64, 64], overlap=0.0, mode="constant")
+    network = RowWeighted()
+    xy = inferer(volume, network)
+    three = inferer(MetaTensor(volume, meta={"volume_zoom": torch.tensor([1.0, 1.0, 1.0])}), network)
+    expected = sum(from_plane(inferer(as_plane(volume, p).contiguous(), network), p) for p in ("xy", "xz", "yz")) / 3
+    torch.testing.assert_close(three, expected)
+    assert three.shape == volume.shape and not torch.allclose(three, xy, atol=1e-3)
+
+
+def test_inferer_zooms_each_plane_by_its_own_axes() -> None:
+    volume = torch.rand(1, 1, 16, 32, 32)
+    inferer = MembraneInferer(roi_size=[64, 64], overlap=0.0, mode="constant")
+    seen: list[tuple[int, int]] = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            seen.append(tuple(x.shape[-2:]))
+            return x
+
+    zoomed = MetaTensor(volume, meta={"zoom": torch.tensor([2.0, 2.0]), "volume_zoom": torch.tensor([1.0, 2.0, 2.0])})
+    assert inferer(zoomed, Recorder()).shape == volume.shape
+    assert {(64, 64), (16, 64)} <= set(seen)  # xy at 2 x 2; xz and yz keep z at 1 (padded to 16 there)
+
+
+def test_isotropic_zoom_follows_the_pixel_size_without_estimate() -> None:
+    def evidence() -> list:
+        raise AssertionError("the image's evidence must not decide an isotropic volume's zoom")
+
+    choice = choose_zoom("auto", 2, (50.0, 4.0, 4.0), (8.0, 8.0, 8.0), "file", evidence=evidence,
+                         isotropic_nm=(10.0, 10.0, 10.0))  # fmt: skip
+    assert choice.zoom == pytest.approx((0.8, 0.8)) and "isotropic" in choice.reason
+    assert choose_zoom("auto", 2, (50.0, 4.0, 4.0), (50.0, 8.0, 8.0), "file", isotropic_nm=(10.0, 10.0, 10.0)).zoom == (
+        2.0,
+        2.0,
+    )  # ssTEM keeps the ssTEM scale
+
+
+def test_model_sidecar_carries_the_isotropic_scale(tmp_path) -> None:
+    ckpt = tmp_path / "model.pt"
+    write_model_pixel_size(str(ckpt), (50.0, 4.0, 4.0))
+    assert model_isotropic_pixel_size(str(ckpt)) is None
+    write_model_pixel_size(str(ckpt), (50.0, 4.0, 4.0), (10.0, 10.0, 10.0))
+    assert model_isotropic_pixel_size(str(ckpt)) == (10.0, 10.0, 10.0)
+    (tmp_path / "model.json").write_text('{"pixel_size_nm": [50, 4, 4], "isotropic_pixel_size_nm": [10, -1, 10]}')
+    with pytest.raises(BundleInputError, match="model.json"):
+        model_isotropic_pixel_size(str(ckpt))
+
+
+def test_choose_zoomd_marks_three_planes(caplog: pytest.LogCaptureFixture) -> None:
+    policy = ZoomPolicy("auto", "file", (50.0, 4.0, 4.0), 2, isotropic_pixel_size=(10.0, 10.0, 10.0))
+    image = np.random.default_rng(0).random((1, 8, 32, 32)).astype(np.float32)
+    entry = {"nm": [10.0, 10.0, 10.0], "source": "test"}
+    with caplog.at_level(logging.INFO):
+        d = ChooseZoomd("image", policy, planes="auto")({"image": image, "image_pixel_size": entry})
+    assert d["image_planes"] == 3 and d["image"].meta["volume_zoom"].tolist() == [1.0, 1.0, 1.0]
+    assert "planes xy, xz, yz (near-isotropic" in caplog.text
+    sstem = {"nm": [50.0, 4.0, 4.0], "source": "test"}
+    d = ChooseZoomd("image", policy, planes="auto")({"image": image, "image_pixel_size": sstem})
+    assert d["image_planes"] == 1 and "volume_zoom" not in d["image"].meta
+
+
+@pytest.fixture(scope="module")
+def isotropic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An untrained tiny FusionNet whose sidecar gives it a 10 nm scale for near-isotropic volumes."""
+    path = tmp_path_factory.mktemp("iso_model") / "model.pt"
+    torch.save(FusionNet(features=WIDTH).state_dict(), path)
+    write_model_pixel_size(str(path), (50.0, 4.0, 4.0), (10.0, 10.0, 10.0))
+    return path
+
+
+def _isotropic_volume(folder: Path, nm: tuple[float, float, float] = (10.0, 10.0, 10.0)) -> Path:
+    image, _ = make_em_stack((12, 48, 48), cell_size=16, seed=3)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_tiff(folder / "fib.tif", image, PixelSize(nm, "test"))
+    return folder
+
+
+def test_isotropic_volume_gives_three_planes_and_3d_neurons(
+    tmp_path: Path, isotropic_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    options = {"ckpt_path": str(isotropic_model), "features": WIDTH, "plots": False, "tta": False}
+    with caplog.at_level(logging.INFO):
+        run_workflow("inference.json", dataset_dir=str(_isotropic_volume(tmp_path / "in")),
+                     output_dir=str(tmp_path / "out"), **options)  # fmt: skip
+    assert "planes xy, xz, yz" in caplog.text and "cells in 3D" in caplog.text
+    prob, seg = tifffile.imread(tmp_path / "out" / "fib_prob.tif"), tifffile.imread(tmp_path / "out" / "fib_seg.tif")
+    assert prob.shape == seg.shape == (12, 48, 48) and prob.dtype == np.float32 and seg.dtype == np.uint32
+    header = (tmp_path / "out" / "fib_cells.csv").read_text().splitlines()[0]
+    assert "volume_phys" in header and "bbox_z1" in header
+    run_workflow("inference.json", dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "xy"), planes="xy",
+                 instance_mode="none", **options)  # fmt: skip
+    assert not np.allclose(tifffile.imread(tmp_path / "xy" / "fib_prob.tif"), prob, atol=1e-4)
+
+
+def test_sstem_stack_stays_xy_and_2d(tmp_path: Path, isotropic_model: Path, caplog: pytest.LogCaptureFixture) -> None:
+    folder = _isotropic_volume(tmp_path / "in", (50.0, 4.0, 4.0))
+    with caplog.at_level(logging.INFO):
+        run_workflow("inference.json", dataset_dir=str(folder), output_dir=str(tmp_path / "out"),
+                     ckpt_path=str(isotropic_model), features=WIDTH, plots=False, tta=False, zoom="pixel_size")  # fmt: skip
+    assert "planes xy (anisotropic" in caplog.text and "cells in 3D" not in caplog.text
+    assert "area_px" in (tmp_path / "out" / "fib_cells.csv").read_text().splitlines()[0]
+
+
+@pytest.mark.parametrize("config", ["inference_stream.json", "inference_dask.json"])
+def test_sectionwise_paths_refuse_three_planes(tmp_path: Path, isotropic_model: Path, config: str) -> None:
+    with pytest.raises(Exception) as info:
+        run_workflow(["inference.json", config], dataset_dir=str(_isotropic_volume(tmp_path / "in")),
+                     output_dir=str(tmp_path / "out"), ckpt_path=str(isotropic_model), features=WIDTH, planes="xyz")  # fmt: skip
+    error = find_input_error(info.value)
+    assert error is not None and "planes" in str(error) and "inference.json" in error.fix
