@@ -331,6 +331,15 @@ def scale_check(
     return format_scale_check(rows)
 
 
+def benchmark_neurons(prob: str | None = None, sides: str = "125,250") -> list[dict]:
+    """Time and peak memory of 3D neurons (seeds, watershed, agglomeration, table) from a membrane map: --prob a
+    _prob file (e.g. the FIB-SEM cube's), else synthetic cubes of each side in --sides; one fresh process each."""
+    from bundle.benchmark_neurons import run_neurons_benchmark
+
+    values = sides if isinstance(sides, (list, tuple)) else str(sides).split(",")  # fire gives "1,2" as a tuple
+    return run_neurons_benchmark(None if prob is None else str(prob), tuple(int(v) for v in values))
+
+
 def fibsem_mix(output: str = "runs/mix/data", boundary_dilations: int = 1, isbi_repeat: int = 35,
                isbi_sections: int = 20) -> str:  # fmt: skip
     """Write the two-modality training set (ISBI 2012 and the FIB-SEM cube's z < 200 in three planes) the shipped
@@ -364,6 +373,7 @@ COMMANDS = {
     "benchmark_streaming": benchmark_streaming,
     "benchmark_dask": benchmark_dask,
     "scale_check": scale_check,
+    "benchmark_neurons": benchmark_neurons,
     "fibsem_mix": fibsem_mix,
     "fibsem_check": fibsem_check,
     "make_sample": make_sample,

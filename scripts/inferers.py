@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -158,6 +159,9 @@ def membrane_probability(
 # call ran the shipped width 1.16x faster than four in fp32 (its activations stay in cache); on an H200 the shipped
 # width is launch-bound, so fewer, larger calls win (python -m bundle benchmark, docs/README.md).
 WINDOWS_PER_CALL = {"cpu": 1, "cuda": 4}
+# Three planes: sections smaller than this many pixels go through the network several to a call (a 50-section
+# block's xz/yz sections are 64x256 windows; one at a time, the calls' overhead dominated).
+PIXELS_PER_CALL = 256 * 256
 
 
 class MembraneInferer(Inferer):
@@ -304,6 +308,8 @@ class MembraneInferer(Inferer):
             zoom = zoom if needs_resampling(zoom) else None
             grid = sections.shape[-2:] if zoom is None else zoomed_shape(sections.shape[-2:], zoom)
             roi, kwargs = self.window_settings(grid, sections.device)
+            # the xz/yz sections of a thin block are small: batch them up to one CPU window's worth of pixels
+            kwargs["sw_batch_size"] = max(kwargs["sw_batch_size"], PIXELS_PER_CALL // math.prod(roi))
             inferer = SliceInferer(spatial_dim=0, roi_size=roi, **kwargs)
             return self._by_sections(sections, predictor, inferer, zoom, sink=False)
 

@@ -104,3 +104,13 @@ def test_default_agglomeration_is_dropped_without_waterz(monkeypatch: pytest.Mon
     assert instance_options(options, "3d", "auto")["agglomeration"] == 0.0 and "waterz" in caplog.text
     explicit = seed_options(0.15, 16, "components", 2.0, agglomeration=0.4)
     assert instance_options(explicit, "3d", "3d")["agglomeration"] == 0.4  # asked for: agglomerate() says why not
+
+
+def test_neuron_benchmark_reports_time_and_memory() -> None:
+    from bundle.benchmark_neurons import run_neurons_benchmark, synthetic_map
+
+    prob = synthetic_map(40)
+    assert prob.shape == (40, 40, 40) and 0.0 <= prob.min() and prob.max() <= 1.0 and (prob > 0.5).any()
+    (row,) = run_neurons_benchmark(sides=(40,))
+    assert row["shape"] == [40, 40, 40] and row["neurons"] > 0 and row["peak_rss_mb"] > 0
+    assert {"segment_s", "table_s"} <= set(row)

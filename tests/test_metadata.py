@@ -56,6 +56,10 @@ def _config_strings(value: object, key: str = "") -> list[tuple[str, str]]:
     return [(key, value)] if isinstance(value, str) else []
 
 
+#: imported where available, with a warning where not (scripts/instances.py drops a default agglomeration)
+OPTIONAL = {"waterz": "3D agglomeration: wheels for Python >= 3.11 only"}
+
+
 def runtime_needs() -> dict[str, set[str]]:
     """Distribution -> the files that need it: imports in scripts/*.py, ``$import``/``$from`` and dotted
     ``_target_`` modules in configs/, and the packages some targets and YAML configs need (see above)."""
@@ -97,8 +101,17 @@ def runtime_needs() -> dict[str, set[str]]:
 def test_every_package_the_bundle_needs_at_run_time_is_in_metadata() -> None:
     needs, pins = runtime_needs(), declared()
     assert {"torch", "monai", "numpy", "scikit-image", "tqdm", "pyyaml", "pytorch-ignite"} <= set(needs)
-    missing = {name: sorted(where) for name, where in needs.items() if name not in pins}
+    missing = {name: sorted(where) for name, where in needs.items() if name not in pins and name not in OPTIONAL}
     assert not missing, f"add these to configs/metadata.json required_packages_version: {missing}"
+
+
+def test_optional_packages_are_in_requirements_and_not_in_metadata() -> None:
+    """A package the bundle works without (``OPTIONAL``) is pinned in requirements.txt, for Python >= 3.11, and left
+    out of metadata.json: the zoo installs that list on Python 3.10, where it has no wheel."""
+    requirements = (ROOT / "requirements.txt").read_text()
+    for name in OPTIONAL:
+        assert re.search(rf"^{name}==[\d.]+; python_version >= \"3.11\"$", requirements, re.M), name
+        assert name not in declared() and name in runtime_needs()
 
 
 def test_zarr_is_pinned_with_its_codecs() -> None:
