@@ -614,3 +614,28 @@ def record_training_pixel_size(
     also = f", near-isotropic volumes at {format_nm(isotropic)}" if isotropic else ""
     logger.info("model pixel size %s (%s)%s recorded in %s", format_nm(recorded), source, also, path)
     return recorded
+
+
+class TrainingPixelSize:
+    """train.json's handler that writes the model's pixel size beside its weights
+    (:func:`record_training_pixel_size`) when training starts: after the network, the data and every setting were
+    built, so a run that stops on a bad setting leaves ``model_dir`` (by default the shipped ``models/``) as it was.
+    Arguments as :func:`record_training_pixel_size`'s."""
+
+    def __init__(
+        self,
+        model_dir: str,
+        dataset_dir: str,
+        pixel_size: object = "file",
+        base_ckpt: str | None = None,
+        isotropic_pixel_size: object = None,
+    ) -> None:
+        self.arguments = (model_dir, dataset_dir, pixel_size, base_ckpt, isotropic_pixel_size)
+
+    def attach(self, engine: object) -> None:
+        from ignite.engine import Events
+
+        engine.add_event_handler(Events.STARTED, self)  # type: ignore[attr-defined]
+
+    def __call__(self, engine: object = None) -> tuple[float, float, float] | None:
+        return record_training_pixel_size(*self.arguments)

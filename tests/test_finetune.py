@@ -10,11 +10,13 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY
+from conftest import ROOT, TINY, run_workflow
 from monai.bundle import ConfigParser, ConfigWorkflow
-from scripts.errors import BundleInputError
+from scripts.errors import BundleInputError, find_input_error
 from scripts.finetune import epochs_for_steps, fitting_patch_size, trainable_parameters
 from scripts.fusionnet import FusionNet
+from scripts.io import PixelSize, write_tiff
+from scripts.synthetic import make_em_stack
 
 FILES = [str(ROOT / "configs" / "train.json"), str(ROOT / "configs" / "finetune.json")]
 needs_model = pytest.mark.skipif(not (ROOT / "models" / "model.pt").is_file(), reason="no shipped models/model.pt")
@@ -180,3 +182,22 @@ def test_fitting_patch_size_starts_from_the_training_configs_patch() -> None:
         assert patch == [TRAINING_PATCH_SIDE[dims]] * dims == fitting_patch_size([], dims)
     with pytest.raises(BundleInputError, match="spatial_dims.*must be 2 or 3"):
         fitting_patch_size([], 4)
+
+
+def test_pixel_size_is_recorded_when_training_starts_not_before(tmp_path: Path) -> None:
+    """A training stopped by a bad setting leaves model_dir (by default the shipped models/) as it was; one that
+    runs records the training images' pixel size beside its weights."""
+    folder = tmp_path / "data"
+    image, label = make_em_stack((3, 64, 64), cell_size=20, seed=1)
+    write_tiff(folder / "em-volume.tif", image, PixelSize((50.0, 8.0, 8.0), "test"))
+    write_tiff(folder / "em-labels.tif", label)
+    bad = tmp_path / "bad"
+    with pytest.raises(Exception) as info:
+        run_workflow(
+            "train.json", dataset_dir=str(folder), output_dir=str(bad), model_dir=str(bad), features=[4, 8, 16]
+        )
+    assert find_input_error(info.value) is not None and not (bad / "model.json").exists()
+    good = tmp_path / "good"
+    run_workflow("train.json", dataset_dir=str(folder), output_dir=str(good), model_dir=str(good), features=TINY,
+                 patch_size=[32, 32], epochs=1, val_fraction=0, samples_per_section=1)  # fmt: skip
+    assert json.loads((good / "model.json").read_text())["pixel_size_nm"] == [50.0, 8.0, 8.0]

@@ -111,3 +111,15 @@ def test_inference_on_mrc(tmp_path: Path, stream: bool) -> None:
             result = read_stack(out / f"fib_{kind}.{extension}")
             assert result.array.shape == (2, 48, 40)
             assert read_pixel_size(out / f"fib_{kind}.{extension}").nm == (4.0, 4.0, 4.0)
+
+
+def test_mrc_without_sampling_or_cell_size_has_no_pixel_size(tmp_path: Path) -> None:
+    """Writers that leave the sampling (mx, my, mz) 0 make mrcfile's voxel size 0 / 0 = NaN: unknown, like a bare
+    TIFF, not a traceback."""
+    path = tmp_path / "unset.mrc"
+    with mrcfile.new(path) as mrc:
+        mrc.set_data(np.arange(3 * 16 * 16, dtype=np.uint8).reshape(3, 16, 16))
+        mrc.header.mx, mrc.header.my, mrc.header.mz = 0, 0, 0
+        mrc.header.cella = (0.0, 0.0, 0.0)
+    assert read_pixel_size(str(path)) is None
+    assert read_stack(str(path)).array.shape == (3, 16, 16)

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import warnings
 from collections.abc import Iterator, Sequence
@@ -57,9 +58,13 @@ def _open(path: str, header_only: bool = False, mmap: bool = False):
 
 
 def _voxel_size(mrc) -> tuple[float, float, float]:
-    """The header's ``(z, y, x)`` voxel size in Angstrom."""
-    size = mrc.voxel_size
-    return (float(size.z), float(size.y), float(size.x))
+    """The header's ``(z, y, x)`` voxel size in Angstrom; 0 (unset) where it is not finite: mrcfile divides the
+    cell size by the sampling, which several writers leave 0 (0 / 0 is NaN)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the 0 / 0 above
+        size = mrc.voxel_size
+    values = (float(size.z), float(size.y), float(size.x))
+    return tuple(v if math.isfinite(v) else 0.0 for v in values)  # type: ignore[return-value]
 
 
 def mrc_spacing(mrc) -> Spacing | None:
