@@ -1,7 +1,8 @@
 # Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
 """Full training checkpoints and resuming from the latest one after a crash.
 
-:class:`TrainingCheckpoint` is an ignite handler for the trainer (the last item of ``train#handlers``). Every
+:class:`TrainingCheckpoint` is an ignite handler for the trainer (after every handler of ``train#handlers`` that
+acts at an epoch's end). Every
 ``save_interval`` epochs it writes ``<save_dir>/checkpoint_epoch=N.pt`` with everything a training needs to go on
 exactly as if it had never stopped: the objects of ``save_dict`` (network, optimizer, lr scheduler, RNG states,
 best-metric record), the trainer's epoch/iteration, and its own list of files (the newest ``n_saved`` are kept).
@@ -101,8 +102,10 @@ class KeyMetricState:
 class TrainingCheckpoint:
     """Ignite handler: full checkpoints every ``save_interval`` epochs, and resuming from the latest one.
 
-    Attach it after all other trainer handlers (last in ``train#handlers``): it saves at ``EPOCH_COMPLETED`` and
-    must see the state after the lr scheduler step and the validation (which draws from torch's generator).
+    Attach it after every trainer handler that acts at an epoch's end (in ``train#handlers``, only
+    ``scripts.scale.TrainingPixelSize``, which acts when training starts, follows it): it saves at
+    ``EPOCH_COMPLETED`` and must see the state after the lr scheduler step and the validation (which draws from
+    torch's generator).
 
     Args:
         save_dir: folder of the ``checkpoint_epoch=N.pt`` files.
