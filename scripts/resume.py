@@ -3,8 +3,9 @@
 
 :class:`TrainingCheckpoint` is an ignite handler for the trainer (after every handler of ``train#handlers`` that
 acts at an epoch's end). Every ``save_interval`` epochs it writes ``<save_dir>/checkpoint_epoch=N.pt`` with
-everything a training needs to go on exactly as if it had never stopped: the objects of ``save_dict`` (network, optimizer, lr scheduler, RNG states,
-best-metric record), the trainer's epoch/iteration, and its own list of files (the newest ``n_saved`` are kept).
+everything a training needs to go on exactly as if it had never stopped: the objects of ``save_dict`` (network,
+optimizer, lr scheduler, RNG states, best-metric record), the trainer's epoch/iteration, and its own list of files
+(the newest ``n_saved`` are kept).
 With ``resume`` true it loads the newest readable such file with MONAI's ``CheckpointLoader`` when the trainer
 starts.
 
