@@ -14,7 +14,7 @@ from torch import nn
 from .errors import BundleInputError, as_bool
 from .planes import plane_average, plane_zoom
 from .progress import Progress
-from .scale import meta_volume_zoom, meta_zoom, needs_resampling, resample, resample_sections, zoomed_shape
+from .scale import meta_zoom, needs_resampling, resample, resample_sections, zoomed_shape
 from .settings import DIVISOR, check_device, check_window_count, choice, fraction, integer, spatial_size, window_count
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16, "auto": None}
@@ -268,7 +268,7 @@ class MembraneInferer(Inferer):
         resamples the input to the model's scale before the network and the probability back to the input's grid
         after it (``scripts.scale``); a zoom within ``scripts.scale.ZOOM_TOLERANCE`` of 1 runs on the input's own grid.
         """
-        volume_zoom = meta_volume_zoom(inputs)
+        volume_zoom = meta_zoom(inputs, "volume_zoom")
         zoom = meta_zoom(inputs) if zoom is None else tuple(float(z) for z in zoom)
         zoom = self.zoom if zoom is None else zoom
         if isinstance(inputs, MetaTensor):

@@ -178,24 +178,16 @@ def resample_sections(x: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
     return out.reshape(b, z, c, *out.shape[-2:]).permute(0, 2, 1, 3, 4)
 
 
-def meta_zoom(image: torch.Tensor) -> tuple[float, ...] | None:
-    """The zoom ``ChooseZoomd`` put in a ``MetaTensor``'s meta (batched: the first item's), or None."""
-    zoom = getattr(image, "meta", {}).get("zoom") if hasattr(image, "meta") else None
+def meta_zoom(image: torch.Tensor, key: str = "zoom") -> tuple[float, ...] | None:
+    """The zoom ``ChooseZoomd`` put in a ``MetaTensor``'s meta under ``key`` (batched: the first item's), or None:
+    "zoom" (that of the sections), or "volume_zoom" (the ``(z, y, x)`` zoom of a volume segmented along three
+    planes, ``scripts.planes``)."""
+    zoom = getattr(image, "meta", {}).get(key) if hasattr(image, "meta") else None
     if zoom is None:
         return None
     values = torch.as_tensor(zoom if not isinstance(zoom, (list, tuple)) else torch.stack(
         [torch.as_tensor(z, dtype=torch.float64).reshape(-1) for z in zoom], dim=-1))  # fmt: skip
     return tuple(float(v) for v in values.reshape(-1, values.shape[-1])[0])
-
-
-def meta_volume_zoom(image: torch.Tensor) -> tuple[float, float, float] | None:
-    """The ``(z, y, x)`` zoom ``ChooseZoomd`` puts in a ``MetaTensor``'s meta (``"volume_zoom"``) where the volume is
-    segmented along three planes (``scripts.planes``), else None. Batched: the first item's."""
-    zoom = getattr(image, "meta", {}).get("volume_zoom") if hasattr(image, "meta") else None
-    if zoom is None:
-        return None
-    values = torch.as_tensor(zoom, dtype=torch.float64).reshape(-1, 3)[0]
-    return (float(values[0]), float(values[1]), float(values[2]))
 
 
 def binary_entropy(p: torch.Tensor) -> float:

@@ -28,7 +28,7 @@ from torch import nn
 from .data import input_channels
 from .errors import BundleInputError
 from .inferers import MembraneInferer
-from .instances import DEFAULT_SEED_THRESHOLD, seed_options, segment_cells
+from .instances import DEFAULT_SEED_THRESHOLD, resolve_instance_mode, seed_options, segment_cells
 from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported for callers of this module)
     OUTPUT_FORMATS,
     OpenFileReader,
@@ -191,7 +191,7 @@ class StreamingSegmenter:
         planes: str = "auto",
     ) -> None:
         check_sections_only(planes, "streamed")
-        instance_mode = "2d" if instance_mode == "auto" else instance_mode
+        instance_mode = resolve_instance_mode(instance_mode, three_planes=False)  # xy only here
         if instance_mode not in ("2d", "none"):
             raise BundleInputError(
                 "instance_mode", f"{instance_mode!r} needs the whole volume in memory", "use 2d or none when streaming"

@@ -142,6 +142,8 @@ class SaveEMResultsd(MapTransform):
         self.segment_options = seed_options(
             seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground", agglomeration
         )
+        # the settings of a stack segmented section by section (mode "2d", or "auto" for an anisotropic stack)
+        self.section_options = instance_options(self.segment_options, "2d", instance_mode)
         self.plots = as_bool(plots, "plots")
         self.output_format = choice(output_format, "output_format", OUTPUT_FORMATS)
         self.workers = worker_count(workers, device)
@@ -178,15 +180,14 @@ class SaveEMResultsd(MapTransform):
         if start == 0:
             self._sections = []
         for section in _probability(probability[0]):
-            self._sections.append((section, self.jobs.submit(_section_cells, section, self.segment_options)))
+            self._sections.append((section, self.jobs.submit(_section_cells, section, self.section_options)))
 
     def _claim_sections(self, prob: np.ndarray) -> list[Future]:
         """The section jobs started for ``prob`` by :meth:`take_sections`, else new ones."""
         taken, self._sections = self._sections, []
         if len(taken) == len(prob) and all(np.array_equal(section, p) for (section, _), p in zip(taken, prob)):
             return [job for _, job in taken]
-        options = instance_options(self.segment_options, "2d", self.instance_mode)
-        return [self.jobs.submit(_section_cells, p, options) for p in prob]
+        return [self.jobs.submit(_section_cells, p, self.section_options) for p in prob]
 
     def __call__(self, data: Mapping[Hashable, object]) -> dict[Hashable, object]:
         d = dict(data)
@@ -245,15 +246,15 @@ class SaveEMResultsd(MapTransform):
         write("_prob", prob)
         if mode == "none":
             return
-        options = instance_options(self.segment_options, mode, self.instance_mode)
         if mode == "2d":
             if sections is None:
-                results = map_sections(lambda section: _section_cells(section, options), prob)
+                results = map_sections(lambda section: _section_cells(section, self.section_options), prob)
             else:
                 results = [job.result() for job in sections]
             cells, offsets = stack_sections([section_cells for section_cells, _ in results])
             rows = _stack_rows([section_rows for _, section_rows in results], offsets, table_spacing(pixel_size))
         else:
+            options = instance_options(self.segment_options, mode, self.instance_mode)
             logger.info("%s: cells in 3D (%s)", os.path.basename(source), describe_options(options))
             cells = segment_cells(prob, mode, **options)
             rows = cell_table(cells, mode, table_spacing(pixel_size))

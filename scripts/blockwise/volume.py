@@ -38,7 +38,7 @@ from torch import nn
 
 from ..errors import BundleInputError
 from ..inferers import MembraneInferer
-from ..instances import seed_options, segment_cells
+from ..instances import resolve_instance_mode, seed_options, segment_cells
 from ..io import PixelSize, create_zarr, finalize_zarr, image_stem, is_zarr, open_zarr, read_pixel_size, zarr_spacing
 from ..morphology import block_volume_sums, cell_table, merged_volume_rows, write_cell_table
 from ..outputs import result_path
@@ -290,7 +290,7 @@ class BlockwiseSegmenter:
         from .scheduler import local_workers
 
         check_sections_only(planes, "Dask blockwise")
-        instance_mode = "2d" if instance_mode == "auto" else instance_mode
+        instance_mode = resolve_instance_mode(instance_mode, three_planes=False)  # xy only here
         if inferer.spatial_dims != 2:
             raise BundleInputError(
                 "spatial_dims",
