@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from bundle.flags import folders, override_flags
-from bundle.pack import pack
+from bundle.pack import DIST_DIR, ROOT_DIR, pack
 from scripts.overrides import RUN_KEYS as _RUN_KEYS  # noqa: F401 (tests/test_packaging.py reads it here)
 from scripts.overrides import check_override_keys
 
@@ -62,10 +62,13 @@ def train(**overrides: Any) -> None:
 def finetune(**overrides: Any) -> None:
     """Fine-tune the shipped model (or --ckpt_path) on a few labelled sections in --dataset_dir.
 
-    Runs ``['configs/train.json','configs/finetune.json']``: starts from models/model.pt at its width, trains for
-    --steps (default 200) at a tenth of train.json's learning rate, without validation, and writes the last epoch's
-    weights to runs/finetune/models/model.pt (--output_dir moves the run; --model_dir the weights), never over
-    models/. Infer with them: ``python -m bundle infer --ckpt_path runs/finetune/models/model.pt``.
+    Runs ``['configs/train.json','configs/finetune.json']``: starts from models/model.pt at its width, holds out the
+    last quarter of every labelled section (--held_out), trains on the rest for --steps (default 200) at a tenth of
+    train.json's learning rate, then scores the starting and the fine-tuned model's cells on the held-out quarters.
+    runs/finetune/models/model.pt is the better of the two (--keep finetuned: the fine-tuned one whatever it
+    scored), model_final.pt the fine-tuned one, metrics.json both scores and the decision (--output_dir moves the
+    run; --model_dir the weights); models/ is never written. Labels saved 1 = membrane: --label_convention mask.
+    Infer with them: ``python -m bundle infer --ckpt_path runs/finetune/models/model.pt``.
     """
     _run_workflow(["train.json", "finetune.json"], overrides)
 
@@ -358,6 +361,32 @@ def fibsem_check(prob: str, seg: str | None = None, z_start: int = 200, **settin
     return check(str(prob), None if seg is None else str(seg), int(z_start), **settings)
 
 
+def release(
+    output_dir: str = DIST_DIR,
+    source: str | None = None,
+    bundle_root: str = ROOT_DIR,
+    progress: bool = True,
+    tracked_only: bool = True,
+    bioimageio: bool = True,
+) -> dict[str, Any]:
+    """The model-zoo release zip, its .sha256 and model_info.json (``bundle.pack.pack``, whose arguments these are)
+    and, beside them, the bioimage.io package of the same weights (--bioimageio false: without it)."""
+    from scripts.errors import as_bool
+
+    result = pack(output_dir, source, bundle_root, progress, tracked_only)
+    if as_bool(bioimageio, "bioimageio"):
+        result["bioimageio"] = export_bioimageio(output_dir, str(Path(bundle_root) / "models" / "model.pt"))
+    return result
+
+
+def export_bioimageio(output_dir: str = DIST_DIR, ckpt_path: str | None = None) -> str:
+    """Write the model (models/model.pt, or --ckpt_path with the pixel size of its model.json) as a bioimage.io
+    package for ilastik, Fiji (deepImageJ) and QuPath: <output_dir>/<bundle_name>_v<version>_bioimageio.zip."""
+    from bundle.bioimageio import export_bioimageio as export
+
+    return export(str(output_dir), None if ckpt_path is None else str(ckpt_path))
+
+
 COMMANDS = {
     "infer": infer,
     "train": train,
@@ -376,10 +405,11 @@ COMMANDS = {
     "benchmark_neurons": benchmark_neurons,
     "fibsem_mix": fibsem_mix,
     "fibsem_check": fibsem_check,
+    "export_bioimageio": export_bioimageio,
     "make_sample": make_sample,
     "make_datalist": make_datalist,
     "figure": figure,
     "verify": verify,
     "metadata_requirements": metadata_requirements,
-    "pack": pack,
+    "pack": release,
 }

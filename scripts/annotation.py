@@ -39,7 +39,7 @@ from monai.config import KeysCollection
 from monai.data import Dataset
 from monai.transforms import MapTransform
 
-from .data import with_neighbours
+from .data import check_label_convention, with_neighbours
 from .errors import BundleInputError
 from .io import read_stack
 from .transforms import TARGETS
@@ -102,7 +102,8 @@ def read_annotated(
     :func:`labels_from_mask`. A 2D network (``spatial_dims`` 2) gets one item per section, ``{"image": (C, Y, X),
     "label": (1, Y, X), "name": "file.tif[z]"}`` (``C = 2 * context_sections + 1``: the section and its neighbours,
     see ``scripts.data.with_neighbours``); a 3D network one item with the whole ``(1, Z, Y, X)`` volume.
-    Raises ``BundleInputError`` for unreadable files or an image and label of different shapes.
+    Raises ``BundleInputError`` for unreadable files, an image and label of different shapes, or a membrane mask
+    that looks inverted (``scripts.data.check_label_convention``).
     """
     image_path, label_path = str(pair["image"]), str(pair["label"])
     image = read_stack(image_path).array
@@ -114,6 +115,8 @@ def read_annotated(
             "save the label on the image's own grid (MONAI Label: save it from the image it was drawn on)",
         )
     label = labels_from_mask(mask, target, label_path)
+    if target == "membrane":
+        check_label_convention(label, label_path, "mask")
     name = Path(image_path).name
     if spatial_dims == 3:
         return [{"image": image[None], "label": label[None], "name": f"{name}[0:{image.shape[0]}]"}]

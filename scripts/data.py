@@ -8,7 +8,10 @@ A labelled dataset is one of:
 - a MONAI datalist JSON file (``{"training": [{"image": ..., "label": ...}], "validation": [...]}``),
   with paths relative to the JSON file's folder.
 
-Labels follow ISBI 2012: 0 = membrane, any other value = cell interior.
+Membrane labels follow ISBI 2012 by default (``label_convention`` "isbi": 0 = membrane, one other value = cell
+interior); "mask" reads the other common convention (nonzero = membrane: MONAI Label's masks, most annotation tools)
+and converts it to ISBI's on reading. Either way a file whose membrane covers most of it, or a section with none,
+stops with the fix (:func:`check_label_convention`): an inverted label file would train an inverted model.
 """
 
 from __future__ import annotations
@@ -29,6 +32,10 @@ from .settings import integer, path_setting, spatial_dimensions
 logger = logging.getLogger(__name__)
 
 VOLUME_TAG = "-volume"
+LABEL_CONVENTIONS = ("isbi", "mask")
+# Membrane is a thin sheet: ISBI 2012 labels 23% of pixels membrane, the FIB-SEM cube's 4-voxel boundaries 19%.
+# A label file with more than this fraction "membrane" is almost surely in the other convention.
+MAX_MEMBRANE_FRACTION = 0.5
 LABELS_TAG = "-labels"
 
 
@@ -259,7 +266,45 @@ def check_membrane_labels(label: np.ndarray, path: str) -> None:
         )
 
 
-def _read_pair(pair: dict[str, str], target: str) -> tuple[np.ndarray, np.ndarray]:
+def _convention(label_convention: str) -> str:
+    if label_convention not in LABEL_CONVENTIONS:
+        raise BundleInputError(
+            "label_convention",
+            f"unknown value {label_convention!r}",
+            "pass isbi (0 = membrane, ISBI 2012) or mask (nonzero = membrane, MONAI Label and most annotation tools)",
+        )
+    return label_convention
+
+
+def isbi_labels(label: np.ndarray, label_convention: str = "isbi") -> np.ndarray:
+    """``label`` in ISBI's convention (0 = membrane): as it is for "isbi", ``label == 0`` (as uint8) for "mask"."""
+    if _convention(label_convention) == "mask":
+        return (np.asarray(label) == 0).astype(np.uint8)
+    return label
+
+
+def check_label_convention(label: np.ndarray, path: str, label_convention: str = "isbi") -> None:
+    """Stop where ISBI-convention labels ``(Z, Y, X)`` (or ``(Y, X)``) read from ``path`` with ``label_convention``
+    look inverted: membrane covers more than :data:`MAX_MEMBRANE_FRACTION` of the file, or none of a section."""
+    stack = np.asarray(label).reshape((-1, *np.shape(label)[-2:]))
+    membrane = stack == 0
+    fraction = float(membrane.mean()) if membrane.size else 0.0
+    empty = [z for z in range(len(stack)) if not membrane[z].any()]
+    if fraction <= MAX_MEMBRANE_FRACTION and not empty:
+        return
+    value = "0" if label_convention == "isbi" else "nonzero"
+    other = "mask" if label_convention == "isbi" else "isbi"
+    meaning = "nonzero = membrane" if other == "mask" else "0 = membrane"
+    where = f"covers {fraction:.0%} of the pixels" if not empty else f"is missing from section(s) {empty[:5]}"
+    raise BundleInputError(
+        path,
+        f"membrane (value {value}, label_convention {label_convention}) {where}; membranes are thin lines, so the "
+        "labels look inverted",
+        f"pass --label_convention {other} ({meaning}) if that is how they were saved, else fix the file",
+    )
+
+
+def _read_pair(pair: dict[str, str], target: str, label_convention: str = "isbi") -> tuple[np.ndarray, np.ndarray]:
     image = read_stack(pair["image"]).array
     label = read_stack(pair["label"]).array
     if image.shape != label.shape:
@@ -269,6 +314,7 @@ def _read_pair(pair: dict[str, str], target: str) -> tuple[np.ndarray, np.ndarra
             "give each image a label of the same size and section count",
         )
     if target == "membrane":
+        label = isbi_labels(label, label_convention)
         check_membrane_labels(label, pair["label"])
         if label.size and (label == label.flat[0]).all():
             kind = "membrane (0)" if label.flat[0] == 0 else "cell interior"
@@ -277,6 +323,7 @@ def _read_pair(pair: dict[str, str], target: str) -> tuple[np.ndarray, np.ndarra
                 f"every pixel has the same value {label.flat[0]} ({kind}), so there is nothing to learn or score",
                 "check the label file: 0 = membrane and one other value (e.g. 255) = cell interior, as in ISBI 2012",
             )
+        check_label_convention(label, pair["label"], label_convention)
     return image, label
 
 
@@ -315,10 +362,12 @@ def with_neighbours(stack: np.ndarray, context_sections: int) -> np.ndarray:
     return stack[index]
 
 
-def _sections(pairs: list[dict[str, str]], target: str, context_sections: int = 0) -> list[dict]:
+def _sections(
+    pairs: list[dict[str, str]], target: str, context_sections: int = 0, label_convention: str = "isbi"
+) -> list[dict]:
     items = []
     for pair in pairs:
-        image, label = _read_pair(pair, target)
+        image, label = _read_pair(pair, target, label_convention)
         image = with_neighbours(image, context_sections)
         for z in range(image.shape[0]):
             items.append({"image": image[z], "label": label[z][None], "name": f"{Path(pair['image']).name}[{z}]"})
@@ -362,6 +411,7 @@ def split_sections(
     target: str = "membrane",
     val_fold: int = -1,
     context_sections: int = 0,
+    label_convention: str = "isbi",
 ) -> dict[str, list[dict]]:
     """Read a labelled dataset as 2D sections and hold out a contiguous block of them for validation.
 
@@ -373,19 +423,21 @@ def split_sections(
     (``val_fold`` -1) the last, for one ISBI stack of 20 sections and 0.2 sections 16-19. A contiguous block keeps
     most neighbouring sections on one side; only the sections next to it border the other set.
 
-    ``target`` "membrane" checks that labels are binary-like (ISBI); other targets take any labels.
+    ``target`` "membrane" reads labels in ``label_convention`` (see the module docstring) and checks that they are
+    binary-like and not inverted; other targets take any labels.
 
     Returns ``{"training": [...], "validation": [...]}``.
     """
     _check_fraction(val_fraction)
     pairs = find_labelled_pairs(dataset_dir)
-    training = _sections(pairs["training"], target, context_sections)
+    training = _sections(pairs["training"], target, context_sections, label_convention)
     if pairs["validation"]:
         if integer(val_fold, "val_fold", -1, 0) != -1:
             raise BundleInputError(
                 dataset_dir, "names its validation sections, so --val_fold has nothing to choose", "drop --val_fold"
             )
-        return {"training": training, "validation": _sections(pairs["validation"], target, context_sections)}
+        validation = _sections(pairs["validation"], target, context_sections, label_convention)
+        return {"training": training, "validation": validation}
     block = held_out_block(len(training), val_fraction, val_fold)
     n_val = block.stop - block.start
     if n_val >= len(training):
@@ -403,7 +455,11 @@ def image_datalist(dataset_dir: str | os.PathLike, output_dir: str | os.PathLike
 
 
 def split_volumes(
-    dataset_dir: str | os.PathLike, val_fraction: float = 0.2, target: str = "boundaries", val_fold: int = -1
+    dataset_dir: str | os.PathLike,
+    val_fraction: float = 0.2,
+    target: str = "boundaries",
+    val_fold: int = -1,
+    label_convention: str = "isbi",
 ) -> dict[str, list[dict]]:
     """Read labelled stacks as 3D volumes; hold out the last ``ceil(val_fraction * Z)`` sections of each.
 
@@ -430,12 +486,12 @@ def split_volumes(
     if pairs["validation"]:
         for subset in split:
             for pair in pairs[subset]:
-                image, label = _read_pair(pair, target)
+                image, label = _read_pair(pair, target, label_convention)
                 _check_volume(pair, image)
                 split[subset].append(item(pair, image, label, 0, image.shape[0]))
         return split
     for pair in pairs["training"]:
-        image, label = _read_pair(pair, target)
+        image, label = _read_pair(pair, target, label_convention)
         _check_volume(pair, image)
         z = image.shape[0]
         cut = z - math.ceil(float(val_fraction) * z)
@@ -457,15 +513,21 @@ def labelled_items(
     spatial_dims: int = 2,
     val_fold: int = -1,
     context_sections: int = 0,
+    label_convention: str = "isbi",
 ) -> list[dict]:
     """Labelled items to score: 2D sections (``spatial_dims`` 2) or volumes (3); "all" of them, or the
     "training"/"validation" part of :func:`split_sections` / :func:`split_volumes` (``val_fold`` picks the
-    cross-validation fold; ``context_sections`` as in :func:`split_labelled`)."""
+    cross-validation fold; ``context_sections`` and ``label_convention`` as in :func:`split_labelled`)."""
     if subset not in ("all", "training", "validation"):
         raise BundleInputError("subset", f"unknown value {subset!r}", "use all, training or validation")
     if subset == "all":
-        return split_labelled(dataset_dir, 0.0, target, spatial_dims, -1, context_sections)["training"]
-    return split_labelled(dataset_dir, val_fraction, target, spatial_dims, val_fold, context_sections)[subset]
+        return split_labelled(dataset_dir, 0.0, target, spatial_dims, -1, context_sections, label_convention)[
+            "training"
+        ]
+    split = split_labelled(
+        dataset_dir, val_fraction, target, spatial_dims, val_fold, context_sections, label_convention
+    )
+    return split[subset]
 
 
 def split_labelled(
@@ -475,11 +537,13 @@ def split_labelled(
     spatial_dims: int = 2,
     val_fold: int = -1,
     context_sections: int = 0,
+    label_convention: str = "isbi",
 ) -> dict[str, list[dict]]:
     """:func:`split_sections` for a 2D network (``context_sections`` neighbours as extra channels), or
     :func:`split_volumes` for a 3D one (which sees its neighbours already)."""
     spatial_dims = spatial_dimensions(spatial_dims)
     input_channels(context_sections, spatial_dims)
+    _convention(label_convention)
     if spatial_dims == 3:
-        return split_volumes(dataset_dir, val_fraction, target, val_fold)
-    return split_sections(dataset_dir, val_fraction, target, val_fold, context_sections)
+        return split_volumes(dataset_dir, val_fraction, target, val_fold, label_convention)
+    return split_sections(dataset_dir, val_fraction, target, val_fold, context_sections, label_convention)

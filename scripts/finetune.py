@@ -21,8 +21,9 @@ from collections.abc import Iterator, Sequence, Sized
 import numpy as np
 from torch import nn
 
+from .data import split_labelled
 from .errors import BundleInputError
-from .settings import DIVISOR, TRAINING_PATCH_SIDE, integer, spatial_dimensions
+from .settings import DIVISOR, TRAINING_PATCH_SIDE, integer, real, spatial_dimensions
 
 
 def epochs_for_steps(steps: object, sections: Sized, batch_size: object) -> int:
@@ -72,7 +73,8 @@ def trainable_parameters(network: nn.Module, freeze_levels: object = 0) -> Itera
 
 def fitting_patch_size(sections: Sequence[dict], spatial_dims: object = 2) -> list[int]:
     """The training patch for a fine-tuning: train.json's 256 a side (train_3d.json's 64 for volumes), shrunk to the
-    largest multiple of 16 that fits the smallest labelled section (``image`` ``(C, *spatial)``) on each axis, so a
+    largest multiple of 16 that fits the smallest labelled section (``image`` ``(C, *spatial)``) on each axis, y and x
+    alike (square in y and x, as the 90-degree turns of the augmentation need), so a
     few small labelled crops (250x250, say) train without a ``--patch_size``. Sections smaller than 16 keep the
     default and get CheckSpatialSized's error."""
     dims = spatial_dimensions(spatial_dims)
@@ -80,5 +82,60 @@ def fitting_patch_size(sections: Sequence[dict], spatial_dims: object = 2) -> li
     if not sections:
         return largest
     smallest = [min(int(np.shape(item["image"])[1 + axis]) for item in sections) for axis in range(dims)]
+    smallest[-2:] = [min(smallest[-2:])] * 2  # y = x: the augmentation's 90-degree turns would swap them
     fitted = [min(size, side // DIVISOR * DIVISOR) for size, side in zip(largest, smallest)]
     return fitted if all(fitted) else largest
+
+
+def hold_out_tiles(sections: Sequence[dict], fraction: object = 0.25) -> dict[str, list[dict]]:
+    """Split every labelled item into a training part and a held-out tile: the last ``fraction`` of its width (its
+    last axis) is held out, the rest trains. Items are ``{"image": (C, [Z,] Y, X), "label": (1, [Z,] Y, X),
+    "name": ...}``; the parts keep that layout and get ``[x0:x1]`` in their names.
+
+    Tiles rather than whole sections: a user with one or two labelled sections has none to spare, and a tile of each
+    section lets every section's contrast and structures count in the check. ``fraction`` 0 holds out nothing.
+    """
+    share = real(fraction, "held_out", 0.25, positive=False)
+    if not 0.0 <= share <= 0.5:
+        raise BundleInputError("held_out", f"must be in [0, 0.5], got {fraction!r}", "pass e.g. --held_out 0.25")
+    split: dict[str, list[dict]] = {"training": [], "validation": []}
+    for item in sections:
+        width = int(np.shape(item["image"])[-1])
+        tile = round(share * width)
+        if tile == 0:
+            split["training"].append(item)
+            continue
+        if width - tile < DIVISOR or tile < DIVISOR:
+            raise BundleInputError(
+                item.get("name", "a labelled section"),
+                f"is {width} pixels wide, too narrow to hold out {share:g} of it and still train on the rest",
+                "label larger sections, or pass --held_out 0 (no check: the fine-tuned model is kept unchecked)",
+            )
+        cut = width - tile
+        for subset, part in (("training", slice(0, cut)), ("validation", slice(cut, width))):
+            split[subset].append(
+                {
+                    **item,
+                    "image": item["image"][..., part],
+                    "label": item["label"][..., part],
+                    "name": f"{item.get('name', '')}[x {part.start}:{part.stop}]",
+                }
+            )
+    return split
+
+
+def finetuning_split(
+    dataset_dir: str,
+    held_out: object = 0.25,
+    target: str = "membrane",
+    spatial_dims: int = 2,
+    context_sections: int = 0,
+    label_convention: str = "isbi",
+) -> dict[str, list[dict]]:
+    """finetune.json's ``sections``: the labelled items of ``dataset_dir`` (``scripts.data.split_labelled``) with a
+    held-out part for the check that keeps the better model (:class:`KeepBetterModel`): the datalist's own
+    "validation" sections where it names them, else a tile of every section (:func:`hold_out_tiles`)."""
+    split = split_labelled(dataset_dir, 0.0, target, spatial_dims, -1, context_sections, label_convention)
+    if split["validation"]:
+        return split
+    return hold_out_tiles(split["training"], held_out)

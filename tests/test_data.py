@@ -202,3 +202,30 @@ def test_too_few_sections_for_validation(tmp_path: Path) -> None:
     write_tiff(tmp_path / "x-labels.tif", label)
     with pytest.raises(BundleInputError, match="too few to hold out"):
         split_sections(tmp_path, 0.2)
+
+
+def test_inverted_labels_stop_with_the_other_convention_as_the_fix(tmp_path: Path) -> None:
+    """1 = membrane saved where the bundle reads 0 = membrane: membrane would cover 75% of every section."""
+    image, label = _stack()
+    write_tiff(tmp_path / "em-volume.tif", image)
+    write_tiff(tmp_path / "em-labels.tif", np.where(label == 0, 1, 0).astype(np.uint8))
+    with pytest.raises(BundleInputError, match="em-labels.tif") as error:
+        split_sections(tmp_path, 0.0)
+    assert "covers 88% of the pixels" in str(error.value) and "--label_convention mask" in error.value.fix
+    masked = split_sections(tmp_path, 0.0, label_convention="mask")["training"]  # read as what it is
+    write_tiff(tmp_path / "em-labels.tif", label)
+    isbi = split_sections(tmp_path, 0.0)["training"]
+    assert all(np.array_equal(m["label"] == 0, i["label"] == 0) for m, i in zip(masked, isbi))
+    with pytest.raises(BundleInputError, match="--label_convention isbi"):  # ISBI labels read as masks: inverted
+        split_sections(tmp_path, 0.0, label_convention="mask")
+    with pytest.raises(BundleInputError, match="label_convention"):
+        labelled_items(tmp_path, label_convention="1=membrane")
+
+
+def test_a_section_without_membrane_stops(tmp_path: Path) -> None:
+    image, label = _stack()
+    label[2] = 255
+    write_tiff(tmp_path / "em-volume.tif", image)
+    write_tiff(tmp_path / "em-labels.tif", label)
+    with pytest.raises(BundleInputError, match=r"is missing from section\(s\) \[2\]"):
+        split_sections(tmp_path, 0.0)

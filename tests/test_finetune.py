@@ -47,9 +47,14 @@ def test_finetune_defaults_start_from_the_shipped_model_and_keep_models_untouche
     assert parser.get_parsed_content("features") == inference["features"]  # the shipped width, whatever train.json's
     assert Path(parser.get_parsed_content("model_dir")) == ROOT / "runs" / "finetune" / "models"  # not models/
     assert parser.get_parsed_content("learning_rate") < train["learning_rate"]
-    assert parser.get_parsed_content("val_fraction") == 0  # every labelled section trains: none held out
-    saver = parser.get("train#handlers#6")  # the last epoch's weights are the model: model.pt
-    assert saver["_target_"] == "CheckpointSaver" and saver["save_final"] and saver["final_filename"] == "model.pt"
+    assert parser.get_parsed_content("held_out") == 0.25  # a tile of every section checks the result
+    assert parser.get_parsed_content("val_interval") == parser.get_parsed_content("epochs")  # scored once, at the end
+    saver = parser.get("train#handlers#6")  # the last epoch's weights: model_final.pt; model.pt is the better model
+    assert (
+        saver["_target_"] == "CheckpointSaver" and saver["save_final"] and saver["final_filename"] == "model_final.pt"
+    )
+    assert parser.get("train#handlers")[-1]["_target_"] == "scripts.keep_better.KeepBetterModel"  # after the savers
+    assert parser.get_parsed_content("keep") == "better"
     # train.json's initialize (checks, seed), then the checkpoint: nothing of train.json's drops out
     assert parser.get("initialize") == [train["initialize"], "$@checkpointloader()"]
 
@@ -70,15 +75,17 @@ def test_finetune_loads_the_shipped_weights_at_its_width(labelled_dir: Path, tmp
 
 
 def test_finetune_trains_from_ckpt_path_for_steps_into_its_run_folder(labelled_dir: Path, tmp_path: Path) -> None:
-    """From --ckpt_path, all 5 sections training (3 steps an epoch at batch size 2), no validation, the first
-    encoder level frozen; the last epoch's weights land in <output_dir>/models/model.pt."""
+    """From --ckpt_path, the 5 sections' first three quarters training (3 steps an epoch at batch size 2), their last
+    quarters held out, the first encoder level frozen; the last epoch's weights land in
+    <output_dir>/models/model_final.pt, and model.pt is the better of them and the starting weights."""
     start = _tiny_checkpoint(tmp_path / "start.pt")
     run = tmp_path / "run"
     wf = _finetune(dataset_dir=str(labelled_dir), output_dir=str(run), ckpt_path=str(tmp_path / "start.pt"),
-                   features=TINY, patch_size=[64, 64], samples_per_section=1, batch_size=2, steps=4,
-                   freeze_levels=1)  # fmt: skip
+                   features=TINY, samples_per_section=1, batch_size=2, steps=4, freeze_levels=1)  # fmt: skip
     sections = wf.parser.get_parsed_content("sections")
-    assert len(sections["training"]) == 5 and not sections["validation"]
+    assert [np.shape(s["image"]) for s in sections["training"]] == [(1, 96, 72)] * 5
+    assert [np.shape(s["label"]) for s in sections["validation"]] == [(1, 96, 24)] * 5
+    assert wf.parser.get_parsed_content("patch_size") == [64, 64]  # square, within the 96 x 72 training parts
     assert wf.parser.get_parsed_content("epochs") == 2  # ceil(4 steps / 3 steps an epoch)
     network = wf.parser.get_parsed_content("network")
     for key, value in network.state_dict().items():  # loaded before training starts
@@ -88,11 +95,15 @@ def test_finetune_trains_from_ckpt_path_for_steps_into_its_run_folder(labelled_d
     trainer = wf.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 6
     names = {p.name for p in (run / "models").iterdir()}
-    assert "model.pt" in names and "model_final.pt" not in names  # the last epoch: no selection on training data
-    final = torch.load(run / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert {"model.pt", "model_final.pt", "metrics.json", "model.json", "model_final.json"} <= names
+    final = torch.load(run / "models" / "model_final.pt", map_location="cpu", weights_only=True)
     frozen = [k for k in start if k.startswith("encoders.0.") and start[k].is_floating_point() and "running" not in k]
     assert frozen and all(torch.equal(final[k], start[k]) for k in frozen)  # frozen level: weights kept
     assert not torch.equal(final["encoders.1.conv_in.conv.weight"], start["encoders.1.conv_in.conv.weight"])
+    record = json.loads((run / "models" / "metrics.json").read_text())
+    kept = torch.load(run / "models" / "model.pt", map_location="cpu", weights_only=True)
+    assert record["held_out_items"] == 5 and record["kept"] in ("base", "finetuned")
+    assert all(torch.equal(kept[k], (start if record["kept"] == "base" else final)[k]) for k in start)
 
 
 def test_epochs_for_steps_gives_the_same_budget_for_any_number_of_sections() -> None:
@@ -153,21 +164,23 @@ def test_finetuned_model_records_the_pixel_size_of_the_sections_it_learned(tmp_p
 
 def test_fitting_patch_size_fits_small_labelled_crops(labelled_dir: Path, tmp_path: Path) -> None:
     """finetune.json's patch: 256 a side unless a labelled section is smaller (then the largest multiple of 16 that
-    fits it, per axis), so 250x250 FIB-SEM crops fine-tune without --patch_size; --patch_size still wins."""
+    fits it, per axis, y and x alike), so 250x250 FIB-SEM crops fine-tune without --patch_size; --patch_size still wins.
+    """
 
     def items(*shapes: tuple[int, ...]) -> list[dict]:
         return [{"image": np.zeros((1, *shape), np.float32)} for shape in shapes]
 
     assert fitting_patch_size(items((512, 512), (1024, 300))) == [256, 256]
     assert fitting_patch_size(items((512, 512), (250, 250))) == [240, 240]
-    assert fitting_patch_size(items((40, 512))) == [32, 256]
+    assert fitting_patch_size(items((40, 512))) == [32, 32]  # square: 90-degree turns swap y and x
     assert fitting_patch_size(items((8, 512))) == [256, 256]  # too small for any patch: CheckSpatialSized says so
     assert fitting_patch_size(items((30, 100, 100)), 3) == [16, 64, 64]
+    assert fitting_patch_size(items((64, 100, 50)), 3) == [64, 48, 48]  # turned in y and x only
     assert fitting_patch_size([]) == [256, 256]
     _tiny_checkpoint(tmp_path / "s.pt")
     run = {"dataset_dir": str(labelled_dir), "output_dir": str(tmp_path / "run"), "ckpt_path": str(tmp_path / "s.pt")}
     wf = _finetune(**run, features=TINY)
-    assert wf.parser.get_parsed_content("patch_size") == [96, 96]  # the 96x96 sections
+    assert wf.parser.get_parsed_content("patch_size") == [64, 64]  # the 96x72 training parts of the 96x96 sections
     wf = _finetune(**run, features=TINY, patch_size=[64, 64])
     assert wf.parser.get_parsed_content("patch_size") == [64, 64]
 
@@ -201,3 +214,21 @@ def test_pixel_size_is_recorded_when_training_starts_not_before(tmp_path: Path) 
     run_workflow("train.json", dataset_dir=str(folder), output_dir=str(good), model_dir=str(good), features=TINY,
                  patch_size=[32, 32], epochs=1, val_fraction=0, samples_per_section=1)  # fmt: skip
     assert json.loads((good / "model.json").read_text())["pixel_size_nm"] == [50.0, 8.0, 8.0]
+
+
+def test_finetune_without_held_out_labels_keeps_the_trained_model_unchecked(labelled_dir: Path, tmp_path: Path):
+    """--held_out 0 trains on whole sections and cannot check: the trained weights become model.pt, and the
+    record says they were not checked."""
+    _tiny_checkpoint(tmp_path / "start.pt")
+    run = tmp_path / "run"
+    wf = _finetune(dataset_dir=str(labelled_dir), output_dir=str(run), ckpt_path=str(tmp_path / "start.pt"),
+                   features=TINY, samples_per_section=1, batch_size=5, steps=1, held_out=0)  # fmt: skip
+    assert not wf.parser.get_parsed_content("sections")["validation"]
+    wf.run()
+    wf.finalize()
+    assert (run / "models" / "model.pt").read_bytes() == (run / "models" / "model_final.pt").read_bytes()
+    assert json.loads((run / "models" / "metrics.json").read_text())["checked"] is False
+    with pytest.raises(Exception) as error:
+        _finetune(dataset_dir=str(labelled_dir), output_dir=str(run), ckpt_path=str(tmp_path / "start.pt"),
+                  features=TINY, held_out=0.9).parser.get_parsed_content("sections")  # fmt: skip
+    assert "held_out" in str(find_input_error(error.value))

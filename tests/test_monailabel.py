@@ -109,6 +109,9 @@ def test_read_annotated_reads_tiff_png_and_slicer_nifti_labels(tmp_path: Path) -
     np.testing.assert_array_equal(png["label"][0] == 0, mask[0] == 1)
     with pytest.raises(BundleInputError, match="section_label.png: shape"):
         read_annotated({"image": str(tmp_path / "stack.tif"), "label": str(tmp_path / "section_label.png")})
+    tifffile.imwrite(tmp_path / "cells_label.tif", 1 - mask)  # the cells painted instead of the membranes
+    with pytest.raises(BundleInputError, match="cells_label.tif: membrane .* the labels look inverted"):
+        read_annotated({"image": str(tmp_path / "stack.tif"), "label": str(tmp_path / "cells_label.tif")})
 
 
 def test_annotated_dataset_reads_file_pairs_and_keeps_sections_in_memory(tmp_path: Path) -> None:
@@ -196,8 +199,17 @@ def test_train_json_trains_from_monailabels_datalist_overrides(tmp_path: Path) -
     for key, value in current.items():  # the first step starts from the served model
         torch.testing.assert_close(first[key], value, rtol=0, atol=0, msg=key)
     wf.finalize()
-    assert sorted(p.name for p in (bundle / "models").iterdir()) == ["model.pt", "model_final.pt"]
+    names = sorted(p.name for p in (bundle / "models").iterdir())
+    assert names == ["metrics.json", "model.json", "model.pt", "model_final.json", "model_final.pt"]
     assert (bundle / "runs" / "train").is_dir()  # logs stay in output_dir
+    # the served model was scored first and is replaced only by a model that scored higher on the held-out label
+    record = json.loads((bundle / "models" / "metrics.json").read_text())
+    served = torch.load(bundle / "models" / "model.pt", map_location="cpu", weights_only=True)
+    if record["kept"] == "base":
+        assert record["trained"]["val_v_rand"] <= record["base"]["val_v_rand"]
+        assert all(torch.equal(served[k], current[k]) for k in current)
+    else:
+        assert record["best_epoch"] > 0  # a validation after the first step scored higher than the served model
 
 
 # ---------------------------------------------------------------------------------------------------------------
