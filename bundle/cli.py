@@ -65,9 +65,10 @@ def finetune(**overrides: Any) -> None:
     Runs ``['configs/train.json','configs/finetune.json']``: starts from models/model.pt at its width, holds out the
     last quarter of every labelled section (--held_out), trains on the rest for --steps (default 200) at a tenth of
     train.json's learning rate, then scores the starting and the fine-tuned model's cells on the held-out quarters.
-    runs/finetune/models/model.pt is the better of the two (--keep finetuned: the fine-tuned one whatever it
-    scored), model_final.pt the fine-tuned one, metrics.json both scores and the decision (--output_dir moves the
-    run; --model_dir the weights); models/ is never written. Labels saved 1 = membrane: --label_convention mask.
+    runs/finetune/models/model.pt is the fine-tuned model if it scores more than --min_gain (0.005 V_rand) higher,
+    else the starting one (--keep finetuned: the fine-tuned one whatever it scored), model_final.pt the fine-tuned
+    one, metrics.json both scores and the decision (--output_dir moves the run; --model_dir the weights); models/ is
+    never written. Labels saved 1 = membrane: --label_convention mask.
     Infer with them: ``python -m bundle infer --ckpt_path runs/finetune/models/model.pt``.
     """
     _run_workflow(["train.json", "finetune.json"], overrides)

@@ -304,16 +304,28 @@ class MembraneInferer(Inferer):
             self.progress.start(sum(inputs.shape[2:]), "section")
 
         def run_plane(sections: torch.Tensor, plane: str) -> torch.Tensor:
-            zoom = plane_zoom(volume_zoom, plane)
-            zoom = zoom if needs_resampling(zoom) else None
-            grid = sections.shape[-2:] if zoom is None else zoomed_shape(sections.shape[-2:], zoom)
-            roi, kwargs = self.window_settings(grid, sections.device)
-            # the xz/yz sections of a thin block are small: batch them up to one CPU window's worth of pixels
-            kwargs["sw_batch_size"] = max(kwargs["sw_batch_size"], PIXELS_PER_CALL // math.prod(roi))
-            inferer = SliceInferer(spatial_dim=0, roi_size=roi, **kwargs)
-            return self._by_sections(sections, predictor, inferer, zoom, sink=False)
+            return self.plane_probability(sections, predictor, volume_zoom, plane)
 
         return plane_average(inputs, ("xy", "xz", "yz"), run_plane)
+
+    def plane_probability(
+        self,
+        sections: torch.Tensor,
+        predictor: Callable[[torch.Tensor], torch.Tensor],
+        volume_zoom: Sequence[float],
+        plane: str,
+    ) -> torch.Tensor:
+        """The 2D network's map of ``sections`` ``(B, C, N, H, W)``: sections of ``plane`` (xy, xz or yz) of a
+        volume whose ``(z, y, x)`` zoom is ``volume_zoom``, run at that plane's zoom (``scripts.planes``); the
+        same shape. Whole-volume and streamed three-plane inference both run each plane here."""
+        zoom = plane_zoom(volume_zoom, plane)
+        zoom = zoom if needs_resampling(zoom) else None
+        grid = sections.shape[-2:] if zoom is None else zoomed_shape(sections.shape[-2:], zoom)
+        roi, kwargs = self.window_settings(grid, sections.device)
+        # the xz/yz sections of a thin block are small: batch them up to one CPU window's worth of pixels
+        kwargs["sw_batch_size"] = max(kwargs["sw_batch_size"], PIXELS_PER_CALL // math.prod(roi))
+        inferer = SliceInferer(spatial_dim=0, roi_size=roi, **kwargs)
+        return self._by_sections(sections, predictor, inferer, zoom, sink=False)
 
     def _by_sections(
         self,

@@ -90,14 +90,15 @@ def choose_planes(
 
 
 def check_sections_only(mode: str, where: str) -> str:
-    """``planes`` for a path that reads a volume a slab or block of sections at a time (``where``: streamed, Dask
-    blockwise), which runs xy only: "xyz" is refused with the fix; returns the mode."""
+    """``planes`` for a path that reads a volume a block of sections at a time (``where``: Dask blockwise), which
+    runs xy only: "xyz" is refused with the fix; returns the mode."""
     mode = choice(mode, "planes", PLANES_MODES)
     if mode == "xyz":
         raise BundleInputError(
             "planes",
             f"is xyz, but {where} inference reads the volume a few sections at a time and segments along xy only",
-            "run configs/inference.json (the whole volume in memory) for three planes, or pass --planes xy",
+            "run configs/inference.json (the whole volume in memory) or configs/inference_stream.json (any size) "
+            "for three planes, or pass --planes xy",
         )
     return mode
 

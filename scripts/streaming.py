@@ -5,6 +5,12 @@ A 2D network sees one section at a time, and the per-section normalization, slid
 never look across sections, so streaming a stack one section at a time gives exactly the whole-volume result
 while memory holds one section (plus the network), whatever the number of sections.
 
+A near-isotropic volume segmented along three planes (``scripts.planes``) needs every section of its xz and yz
+planes, which cross all of z: the normalized sections and the xy map go to two float32 scratch files in the output
+folder (2 x 4 bytes per voxel, removed when the stack is done), the xz and yz sections are read back from them a few
+rows at a time, and their maps added in, so memory holds a few sections of each plane, whatever the volume
+(:meth:`StreamingSegmenter.three_plane_probabilities`). The map equals the whole-volume one within float rounding.
+
 A 3D network runs on slabs of sections along z (:func:`sliding_window_planes`): the windows, their batches and
 their gaussian weights are those of MONAI's whole-volume ``sliding_window_inference``, in the same order, and a
 z-plane is written as soon as no later window touches it, so the probability equals the whole-volume one while
@@ -14,8 +20,13 @@ memory holds about one window depth of sections.
 from __future__ import annotations
 
 import csv
+import errno
+import logging
 import os
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -40,9 +51,9 @@ from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported
     write_tiff_sections,
 )
 from .morphology import COLUMNS_2D, cell_table
-from .outputs import atomic_path, remove_stale_temporaries, result_path
-from .planes import check_sections_only, log_sections_only
-from .progress import counted
+from .outputs import atomic_path, remove_stale_temporaries, result_path, temporary_prefix
+from .planes import PLANES_MODES, as_plane, choose_planes, from_plane, volume_zoom
+from .progress import Progress, counted
 from .scale import ZoomPolicy, needs_resampling, pick_sections, table_spacing
 from .settings import check_device, choice, output_folder
 from .transforms import TARGETS
@@ -146,6 +157,43 @@ def sliding_window_planes(
             out_lo = following
 
 
+logger = logging.getLogger(__name__)
+
+#: Pixels of xz (or yz) sections read back from the scratch files at a time (64 MB of float32): a few rows of a
+#: large volume, all of a small one.
+SCRATCH_CHUNK_PIXELS = 1 << 24
+
+
+@contextmanager
+def scratch_volume(folder: str, stem: str, shape: Sequence[int]) -> Iterator[np.ndarray]:
+    """A float32 array of ``shape`` on disk in ``folder``, removed when the block ends. Its file is named as
+    ``scripts.outputs.atomic_path``'s temporaries, so a killed run's is removed by the next run (see
+    ``remove_stale_temporaries``); its space is reserved first, so a full disk stops here, not midway."""
+    size = int(np.prod(shape)) * 4
+    fd, path = tempfile.mkstemp(
+        prefix=temporary_prefix(Path(folder) / f"{stem}_scratch", len(".part") + 8), suffix=".part", dir=folder
+    )
+    try:
+        try:
+            if hasattr(os, "posix_fallocate"):  # Linux: the blocks themselves, not a sparse file
+                os.posix_fallocate(fd, 0, max(size, 1))
+            else:
+                os.ftruncate(fd, max(size, 1))
+        except OSError as e:
+            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            raise BundleInputError(
+                folder,
+                f"has no room for the {size * 2 / 2**30:.1f} GiB of scratch that three planes of {stem} need",
+                "free space, choose another --output_dir, or pass --planes xy",
+            ) from e
+        finally:
+            os.close(fd)
+        yield np.memmap(path, dtype=np.float32, mode="r+", shape=tuple(shape))
+    finally:
+        os.remove(path)
+
+
 class StreamingSegmenter:
     """``configs/inference_stream.json``: the outputs of ``configs/inference.json``, a few sections at a time, so
     that stacks of any length fit in memory.
@@ -155,7 +203,10 @@ class StreamingSegmenter:
     results (the overlay plots, which need the whole stack, are not drawn). The probability is written first and
     segmented in a second pass over it. A 2D network runs one section at a time; a 3D network
     (``configs/inference_3d.json``) runs on overlapping slabs of sections with the windows and blending of
-    whole-volume inference (:func:`sliding_window_planes`), holding about one window depth of sections.
+    whole-volume inference (:func:`sliding_window_planes`), holding about one window depth of sections. A
+    near-isotropic volume (``planes``) is segmented along xy, xz and yz by a 2D network, through scratch files
+    (:meth:`three_plane_probabilities`); its cells are still segmented per section (3D neurons need the whole
+    volume: ``configs/inference.json``, or ``configs/inference_dask.json``'s blocks).
 
     Args:
         network: a 2D or 3D network (eval mode is set here).
@@ -170,7 +221,7 @@ class StreamingSegmenter:
         context_sections: neighbouring sections on each side a 2.5D network takes as extra channels.
         zoom_policy: chooses each stack's zoom (``scripts.scale.ZoomPolicy``, inference.json's ``zoom_policy``)
             from its pixel size and a few of its sections; None runs the network on the input's own grid.
-        planes: "auto" or "xy" (streaming segments along xy only; "xyz" is refused, see ``scripts.planes``).
+        planes: "auto" (three planes for a near-isotropic volume), "xy" or "xyz" (``scripts.planes``).
     """
 
     def __init__(
@@ -190,8 +241,8 @@ class StreamingSegmenter:
         zoom_policy: ZoomPolicy | None = None,
         planes: str = "auto",
     ) -> None:
-        check_sections_only(planes, "streamed")
-        instance_mode = resolve_instance_mode(instance_mode, three_planes=False)  # xy only here
+        self.planes = choice(planes, "planes", PLANES_MODES)
+        instance_mode = resolve_instance_mode(instance_mode, three_planes=False)  # cells per section here
         if instance_mode not in ("2d", "none"):
             raise BundleInputError(
                 "instance_mode", f"{instance_mode!r} needs the whole volume in memory", "use 2d or none when streaming"
@@ -205,13 +256,19 @@ class StreamingSegmenter:
         self.zoom_policy = zoom_policy
         remove_stale_temporaries(self.output_dir)
 
-    def choose_zoom(self, stack: OpenFileReader) -> tuple[float, ...] | None:
-        """The zoom of one stack (``scripts.scale.ZoomPolicy``) from its pixel size and a few of its sections,
-        each read and normalized as inference reads it (neighbours as channels for a 2.5D network)."""
+    def choose_scale(self, stack: OpenFileReader) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+        """The zoom of one stack (``scripts.scale.ZoomPolicy``) from its pixel size and a few of its sections, each
+        read and normalized as inference reads it (neighbours as channels for a 2.5D network), and the planes it
+        is segmented along (``scripts.planes.choose_planes``, logged as whole-volume inference logs them).
+
+        Returns:
+            the zoom (None: the stack's own grid) and, for three planes, the ``(z, y, x)`` zoom of the volume.
+        """
         from .transforms import normalize_sections
 
+        name = os.path.basename(stack.path)
         if self.zoom_policy is None:
-            return None
+            return None, self._volume_zoom(name, None, getattr(stack.pixel_size, "nm", None), len(stack))
 
         def sections() -> torch.Tensor:
             c = self.context_sections
@@ -223,9 +280,19 @@ class StreamingSegmenter:
             return torch.stack(picked).float()  # (n, 2c + 1, Y, X)
 
         usable = sections if self.inferer.spatial_dims == 2 else None
-        choice_ = self.zoom_policy.choose(os.path.basename(stack.path), usable, stack.pixel_size)
-        log_sections_only(os.path.basename(stack.path), choice_.pixel_size_nm, "streamed")
-        return choice_.zoom
+        choice_ = self.zoom_policy.choose(name, usable, stack.pixel_size)
+        return choice_.zoom, self._volume_zoom(name, choice_.zoom, choice_.pixel_size_nm, len(stack))
+
+    def _volume_zoom(
+        self, name: str, zoom: Sequence[float] | None, pixel_size_nm: Sequence[float | None] | None, sections: int
+    ) -> tuple[float, ...] | None:
+        """The planes of one stack, logged; the volume's ``(z, y, x)`` zoom where they are three, else None."""
+        if self.context_sections:  # the neighbours are channels of xy sections
+            logger.info("%s: planes xy (a 2.5D network takes its z-neighbours as channels)", name)
+            return None
+        planes = choose_planes(self.planes, pixel_size_nm, sections, self.inferer.spatial_dims)
+        logger.info("%s: planes %s (%s)", name, ", ".join(planes.planes), planes.reason)
+        return volume_zoom(zoom or (1.0, 1.0), pixel_size_nm) if planes.three else None
 
     def probabilities(self, stack: OpenFileReader, zoom: Sequence[float] | None = None) -> Iterator[np.ndarray]:
         """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1], the network run at ``zoom``
@@ -250,6 +317,44 @@ class StreamingSegmenter:
                 x = normalize_sections(section.astype(np.float32, copy=False))[None, None].to(self.device)
                 prob = self.inferer(x, self.network, zoom=zoom)[0, 0].float().cpu().numpy()
                 yield np.clip(prob, 0.0, 1.0)
+
+    def three_plane_probabilities(
+        self, stack: OpenFileReader, volume_zoom: Sequence[float], progress: Progress
+    ) -> Iterator[np.ndarray]:
+        """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1]: the mean of the 2D network's maps
+        along xy, xz and yz (``scripts.planes``), each plane at its zoom from ``volume_zoom`` ``(z, y, x)``, as
+        ``MembraneInferer`` computes it on the whole volume. The xy pass goes section by section and leaves the
+        normalized sections and its map in scratch files (:func:`scratch_volume`); the xz and yz passes read their
+        sections back a few rows at a time (:data:`SCRATCH_CHUNK_PIXELS`) and add their maps. ``progress`` counts
+        the sections of every plane."""
+        from .transforms import normalize_sections
+
+        depth, height, width = stack.shape
+        stem = image_stem(stack.path)
+        predictor = self.inferer.predictor(self.network, self.device)
+
+        def plane_map(sections: torch.Tensor, plane: str) -> np.ndarray:
+            """The map of ``sections`` ``(Z, Y', X')`` (a part of the volume) along ``plane``, on the same axes."""
+            block = as_plane(sections[None, None].to(self.device), plane).contiguous()
+            prob = self.inferer.plane_probability(block, predictor, volume_zoom, plane)
+            progress.update(block.shape[2])
+            return from_plane(prob, plane)[0, 0].float().cpu().numpy()
+
+        progress.start(depth + height + width, "section")
+        with scratch_volume(self.output_dir, stem, stack.shape) as inputs, scratch_volume(
+            self.output_dir, stem, stack.shape
+        ) as total, torch.inference_mode(), stack:
+            for z in range(depth):
+                inputs[z] = normalize_sections(stack.read(z, z + 1).astype(np.float32, copy=False)).numpy()
+                total[z] = plane_map(torch.from_numpy(np.array(inputs[z : z + 1])), "xy")[0]
+            for plane, axis in (("xz", 1), ("yz", 2)):
+                step = max(1, SCRATCH_CHUNK_PIXELS // (depth * (width if axis == 1 else height)))
+                for start in range(0, stack.shape[axis], step):
+                    rows = slice(start, start + step)
+                    part = (slice(None), rows) if axis == 1 else (slice(None), slice(None), rows)
+                    total[part] += plane_map(torch.from_numpy(np.array(inputs[part])), plane)
+            for z in range(depth):
+                yield np.clip(total[z] / 3, 0.0, 1.0)
 
     def context_probabilities(self, stack: OpenFileReader, zoom: Sequence[float] | None = None) -> Iterator[np.ndarray]:
         """Membrane probability of each section from a 2.5D network, ``(Y, X)`` float32 in [0, 1]: each section
@@ -310,9 +415,12 @@ class StreamingSegmenter:
             shape=stack.shape, output_format=self.output_format, spacing=stack.spacing, pixel_size=stack.pixel_size
         )
         name = os.path.basename(path)
-        sections = counted(
-            self.probabilities(stack, self.choose_zoom(stack)), len(stack), name
-        )  # a bar of the sections done
+        zoom, three_planes = self.choose_scale(stack)
+        if three_planes is not None:
+            progress = Progress(name)
+            sections = self.three_plane_probabilities(stack, three_planes, progress)
+        else:
+            sections = counted(self.probabilities(stack, zoom), len(stack), name)  # a bar of the sections done
         prob_path = write_result(self.output_dir, path, "_prob", sections, dtype=np.float32, **results)
         if self.instance_mode == "2d":
             probabilities = open_sections(prob_path)

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -97,6 +99,43 @@ def test_keep_finetuned_makes_the_trained_weights_the_model_whatever_they_scored
     assert (models / "model.pt").read_bytes() == (models / "model_final.pt").read_bytes()
     with pytest.raises(BundleInputError, match="keep"):
         KeepBetterModel(validator, network, str(models), keep="last")
+    for min_gain in (-0.1, "0.005", True):
+        with pytest.raises(BundleInputError, match="min_gain"):
+            KeepBetterModel(validator, network, str(models), min_gain=min_gain)
+
+
+def test_a_gain_within_the_margin_keeps_the_starting_model(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The validator's CheckpointSaver wrote the better-scoring epoch to model.pt; a gain of no more than min_gain
+    puts the starting model back."""
+    network, start, models = _setup(tmp_path)
+    validator = ScriptedValidator([0.990, 0.993])
+    handler = KeepBetterModel(validator, network, str(models), str(start), min_gain=0.005)
+    # the CheckpointSaver's model.pt after the trained epoch's validation: the trained weights
+    validator.run = _saving(validator.run, models / "model_final.pt", models / "model.pt")  # type: ignore[method-assign]
+    with caplog.at_level(logging.WARNING, logger="scripts.keep_better"):
+        _train(handler, validator=validator)
+    record = json.loads((models / "metrics.json").read_text())
+    assert record["kept"] == "base" and record["min_gain"] == 0.005 and record["best_epoch"] == 2
+    assert "did not beat the starting model by more than 0.005" in caplog.text and "(+0.0030)" in caplog.text
+    assert (models / "model.pt").read_bytes() == start.read_bytes()
+    caplog.clear()
+    (tmp_path / "again").mkdir()
+    network, start, models = _setup(tmp_path / "again")
+    validator = ScriptedValidator([0.980, 0.990])
+    with caplog.at_level(logging.INFO, logger="scripts.keep_better"):
+        _train(KeepBetterModel(validator, network, str(models), str(start), min_gain=0.005), validator=validator)
+    assert json.loads((models / "metrics.json").read_text())["kept"] == "finetuned"
+
+
+def _saving(run: Callable[[int], None], source: Path, target: Path) -> Callable[[int], None]:
+    """``run``, then a copy of ``source`` at ``target`` after every validation of trained weights (epoch > 0)."""
+
+    def run_and_save(epoch: int) -> None:
+        run(epoch)
+        if epoch > 0:
+            shutil.copyfile(source, target)
+
+    return run_and_save
 
 
 def test_last_epoch_scored_when_validation_did_not_run_then(tmp_path: Path) -> None:
@@ -142,18 +181,24 @@ def test_resumed_run_reads_the_starting_models_score_back(tmp_path: Path) -> Non
     trainer.run([0], max_epochs=2)
     assert validator.runs == [2]  # the starting weights are not scored again (the network holds others now)
     assert json.loads((models / "metrics.json").read_text())["kept"] == "base"
+    # the resumed run's validation wrote its weights to model.pt (its saver forgot the starting model's score)
+    assert (models / "model.pt").read_bytes() == start.read_bytes()
 
 
 def test_served_model_kept_with_its_own_pixel_size(tmp_path: Path) -> None:
     """MONAI Label: the served model (10 nm) sits in model_dir, and training rewrites its model.json with the labels'
-    scale (4 nm) when it starts. Kept, it gets its own scale back; it was scored at the zoom inference gives it."""
+    scale (4 nm) when it starts. Kept, it gets its own scale back; it was scored at the zoom inference gives it; its
+    file is back where a trained epoch within the margin had replaced it."""
     network, _, models = _setup(tmp_path)
     torch.save(network.state_dict(), models / "model.pt")
+    served = (models / "model.pt").read_bytes()
     write_model_pixel_size(str(models / "model.pt"), (10.0, 10.0, 10.0))
-    validator = ScriptedValidator([0.95, 0.90])
-    handler = KeepBetterModel(validator, network, str(models))  # built before training starts, as in train.json
+    validator = ScriptedValidator([0.95, 0.952])
+    validator.run = _saving(validator.run, models / "model_final.pt", models / "model.pt")  # type: ignore[method-assign]
+    handler = KeepBetterModel(validator, network, str(models), min_gain=0.005)  # built before training, as train.json
     write_model_pixel_size(str(models / "model.pt"), (50.0, 4.0, 4.0))  # TrainingPixelSize at STARTED
     _train(handler, validator=validator)
+    assert (models / "model.pt").read_bytes() == served
     assert validator.zooms == [(0.4, 0.4), None]
     assert model_pixel_size(str(models / "model.pt")) == (10.0, 10.0, 10.0)
     assert model_pixel_size(str(models / "model_final.pt")) == (50.0, 4.0, 4.0)

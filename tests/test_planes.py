@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +14,7 @@ import tifffile
 import torch
 from conftest import run_workflow
 from monai.data import MetaTensor
+from scripts import streaming
 from scripts.errors import BundleInputError, find_input_error
 from scripts.fusionnet import FusionNet
 from scripts.inferers import MembraneInferer
@@ -173,10 +176,44 @@ def test_sstem_stack_stays_xy_and_2d(tmp_path: Path, isotropic_model: Path, capl
     assert "area_px" in (tmp_path / "out" / "fib_cells.csv").read_text().splitlines()[0]
 
 
-@pytest.mark.parametrize("config", ["inference_stream.json", "inference_dask.json"])
-def test_sectionwise_paths_refuse_three_planes(tmp_path: Path, isotropic_model: Path, config: str) -> None:
+def test_streamed_three_planes_equal_the_whole_volumes(
+    tmp_path: Path, isotropic_model: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inference_stream.json reads the xz and yz sections back from its scratch files 5 rows at a time here (a
+    large volume's few rows): the map is the whole volume's, the cells those of its sections, no scratch stays."""
+    monkeypatch.setattr(streaming, "SCRATCH_CHUNK_PIXELS", 12 * 48 * 5)
+    folder = _isotropic_volume(tmp_path / "in")
+    options = {"ckpt_path": str(isotropic_model), "features": WIDTH, "plots": False, "instance_mode": "2d"}
+    run_workflow("inference.json", dataset_dir=str(folder), output_dir=str(tmp_path / "whole"), **options)
+    with caplog.at_level(logging.INFO):
+        run_workflow(["inference.json", "inference_stream.json"], dataset_dir=str(folder),
+                     output_dir=str(tmp_path / "stream"), **options)  # fmt: skip
+    assert "planes xy, xz, yz (near-isotropic" in caplog.text
+    whole, streamed = (tifffile.imread(tmp_path / d / "fib_prob.tif") for d in ("whole", "stream"))
+    assert streamed.shape == whole.shape == (12, 48, 48) and streamed.dtype == np.float32
+    np.testing.assert_allclose(streamed, whole, atol=1e-5)
+    np.testing.assert_array_equal(*(tifffile.imread(tmp_path / d / "fib_seg.tif") for d in ("whole", "stream")))
+    assert sorted(p.name for p in (tmp_path / "stream").iterdir()) == ["fib_cells.csv", "fib_prob.tif", "fib_seg.tif"]
+
+
+def test_streamed_three_planes_stop_on_a_full_disk(
+    tmp_path: Path, isotropic_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def full(fd: int, offset: int, size: int) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
     with pytest.raises(Exception) as info:
-        run_workflow(["inference.json", config], dataset_dir=str(_isotropic_volume(tmp_path / "in")),
+        run_workflow(["inference.json", "inference_stream.json"], dataset_dir=str(_isotropic_volume(tmp_path / "in")),
+                     output_dir=str(tmp_path / "out"), ckpt_path=str(isotropic_model), features=WIDTH)  # fmt: skip
+    error = find_input_error(info.value)
+    assert error is not None and "scratch" in error.problem and "--planes xy" in error.fix
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_dask_blockwise_refuses_three_planes(tmp_path: Path, isotropic_model: Path) -> None:
+    with pytest.raises(Exception) as info:
+        run_workflow(["inference.json", "inference_dask.json"], dataset_dir=str(_isotropic_volume(tmp_path / "in")),
                      output_dir=str(tmp_path / "out"), ckpt_path=str(isotropic_model), features=WIDTH, planes="xyz")  # fmt: skip
     error = find_input_error(info.value)
     assert error is not None and "planes" in str(error) and "inference.json" in error.fix
