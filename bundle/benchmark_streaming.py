@@ -45,6 +45,7 @@ def run_streaming_benchmark(
     features: tuple[int, ...] = (4, 8, 16, 32, 64),
     roi: int = 256,
     spatial_dims: int = 2,
+    isotropic: bool = False,
 ) -> dict[str, Any]:
     """Peak RSS of whole-volume inference on a short stack and on ``sections`` sections, and of streaming the
     ``sections``.
@@ -52,14 +53,17 @@ def run_streaming_benchmark(
     The network is a randomly initialised FusionNet of width ``features`` (the memory of the volume is what is
     measured; the network's own memory is the same in every run). For a 2D network the short stack is 1 section;
     for a 3D network (``configs/inference_3d.json``, ``roi``-cubed windows, slab-by-slab streaming) it is one window
-    depth, ``roi`` sections, about what streaming holds.
+    depth, ``roi`` sections, about what streaming holds. ``isotropic``: the stack is tagged 4 nm in z, y and x, so
+    a 2D network runs along three planes (``scripts.planes``; the map only, no cells), and the short stack is a
+    quarter of the sections.
     """
     import numpy as np
     import torch
     from scripts.fusionnet import FusionNet
-    from scripts.io import write_tiff
+    from scripts.io import PixelSize, write_tiff
 
     short = 1 if spatial_dims == 2 else min(roi, sections)
+    short = max(2, sections // 4) if isotropic else short
     short_label = "whole_1_section" if short == 1 else f"whole_{short}_sections"
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -67,10 +71,11 @@ def run_streaming_benchmark(
         torch.save(FusionNet(spatial_dims=spatial_dims, features=features).state_dict(), folder / "model.pt")
         stack = np.random.default_rng(0).integers(0, 256, (sections, size, size), dtype=np.uint8)
         for name, part in (("short", stack[:short]), ("many", stack)):
-            write_tiff(folder / name / "stack.tif", part)
+            pixel_size = PixelSize((4.0, 4.0, 4.0), "benchmark") if isotropic else None
+            write_tiff(folder / name / "stack.tif", part, pixel_size)
         common = {
             "ckpt_path": str(folder / "model.pt"), "features": list(features), "roi_size": [roi] * spatial_dims,
-            "plots": False, "instance_mode": "2d" if spatial_dims == 2 else "none",
+            "plots": False, "instance_mode": "2d" if spatial_dims == 2 and not isotropic else "none",
         }  # fmt: skip
         configs = ["inference.json"] if spatial_dims == 2 else ["inference.json", "inference_3d.json"]
         runs = {
@@ -80,7 +85,7 @@ def run_streaming_benchmark(
         }
         report: dict[str, Any] = {
             "sections": sections, "size": size, "features": list(features), "spatial_dims": spatial_dims,
-            "short_sections": short, "runs": {},
+            "short_sections": short, "planes": "xy, xz, yz" if isotropic else "xy", "runs": {},
         }  # fmt: skip
         for label, (run_configs, data) in runs.items():
             overrides = {**common, "dataset_dir": str(folder / data), "output_dir": str(folder / f"out_{label}")}
@@ -99,7 +104,8 @@ def format_streaming(report: dict[str, Any]) -> str:
     short = report.get("short_sections", 1)
     lines = [
         f"stack {report['sections']} x {report['size']} x {report['size']} "
-        f"({report['volume_mb_float32']:.0f} MB as float32), {dims}D FusionNet width {report['features']}"
+        f"({report['volume_mb_float32']:.0f} MB as float32), {dims}D FusionNet width {report['features']}, "
+        f"planes {report.get('planes', 'xy')}"
     ]
     lines += [f"{k:24} {v['seconds']:7.1f} s  peak RSS {v['peak_rss_mb']:7.0f} MB" for k, v in report["runs"].items()]
     lines.append(

@@ -283,14 +283,15 @@ def benchmark_scoring(sections: int = 10, size: int = 512) -> dict:
     return benchmark_isbi_scoring(n_slices=sections, size=size)
 
 
-def benchmark_streaming(sections: int = 20, size: int = 1024, json: bool = False) -> str:
-    """Peak memory of streamed (configs/inference_stream.json) vs whole-volume inference on a generated stack."""
+def benchmark_streaming(sections: int = 20, size: int = 1024, isotropic: bool = False, json: bool = False) -> str:
+    """Peak memory of streamed (configs/inference_stream.json) vs whole-volume inference on a generated stack
+    (--isotropic true: tagged 4 nm in z too, so both run three planes)."""
     import json as json_module
 
     from bundle.benchmark_streaming import format_streaming, run_streaming_benchmark
     from scripts.errors import as_bool
 
-    report = run_streaming_benchmark(sections=int(sections), size=int(size))
+    report = run_streaming_benchmark(sections=int(sections), size=int(size), isotropic=as_bool(isotropic, "isotropic"))
     return json_module.dumps(report, indent=2) if as_bool(json, "json") else format_streaming(report)
 
 

@@ -101,6 +101,9 @@ def test_streaming_benchmark_reports_peak_memory_of_each_run() -> None:
     assert set(report["runs"]) == {"whole_1_section", "whole_3_sections", "streamed_3_sections"}
     assert all(r["peak_rss_mb"] > 0 and r["seconds"] > 0 for r in report["runs"].values())
     assert report["whole_over_streamed"] > 0 and "peak RSS" in format_streaming(report)
+    report = run_streaming_benchmark(sections=8, size=32, features=(4, 8, 8, 8, 8), roi=32, isotropic=True)
+    assert set(report["runs"]) == {"whole_2_sections", "whole_8_sections", "streamed_8_sections"}
+    assert "planes xy, xz, yz" in format_streaming(report)
 
 
 @pytest.mark.parametrize("instance_mode, sw_batch_size", [("none", 3), ("2d", 2)])
