@@ -164,9 +164,31 @@ logger = logging.getLogger(__name__)
 SCRATCH_CHUNK_PIXELS = 1 << 24
 
 
+class ScratchVolume:
+    """A float32 volume in a file, read and written by index (``volume[z]``, ``volume[:, y0:y1] += part``). Each
+    access maps the file only for its own duration: pages a long-lived mapping had touched would count towards the
+    process's memory (RSS) until it ended, whatever the volume's size."""
+
+    def __init__(self, path: str, shape: Sequence[int]) -> None:
+        self.path, self.shape = path, tuple(int(n) for n in shape)
+
+    def __getitem__(self, index: object) -> np.ndarray:
+        view = np.memmap(self.path, dtype=np.float32, mode="r", shape=self.shape)
+        part = np.array(view[index])  # type: ignore[index]
+        del view
+        return part
+
+    def __setitem__(self, index: object, value: np.ndarray) -> None:
+        view = np.memmap(self.path, dtype=np.float32, mode="r+", shape=self.shape)
+        view[index] = value  # type: ignore[index]
+        view.flush()
+        del view
+
+
 @contextmanager
-def scratch_volume(folder: str, stem: str, shape: Sequence[int]) -> Iterator[np.ndarray]:
-    """A float32 array of ``shape`` on disk in ``folder``, removed when the block ends. Its file is named as
+def scratch_volume(folder: str, stem: str, shape: Sequence[int]) -> Iterator[ScratchVolume]:
+    """A float32 volume of ``shape`` on disk in ``folder`` (:class:`ScratchVolume`), removed when the block ends.
+    Its file is named as
     ``scripts.outputs.atomic_path``'s temporaries, so a killed run's is removed by the next run (see
     ``remove_stale_temporaries``); its space is reserved first, so a full disk stops here, not midway."""
     size = int(np.prod(shape)) * 4
@@ -189,7 +211,7 @@ def scratch_volume(folder: str, stem: str, shape: Sequence[int]) -> Iterator[np.
             ) from e
         finally:
             os.close(fd)
-        yield np.memmap(path, dtype=np.float32, mode="r+", shape=tuple(shape))
+        yield ScratchVolume(path, shape)
     finally:
         os.remove(path)
 
@@ -346,13 +368,13 @@ class StreamingSegmenter:
         ) as total, torch.inference_mode(), stack:
             for z in range(depth):
                 inputs[z] = normalize_sections(stack.read(z, z + 1).astype(np.float32, copy=False)).numpy()
-                total[z] = plane_map(torch.from_numpy(np.array(inputs[z : z + 1])), "xy")[0]
+                total[z] = plane_map(torch.from_numpy(inputs[z : z + 1]), "xy")[0]
             for plane, axis in (("xz", 1), ("yz", 2)):
                 step = max(1, SCRATCH_CHUNK_PIXELS // (depth * (width if axis == 1 else height)))
                 for start in range(0, stack.shape[axis], step):
                     rows = slice(start, start + step)
                     part = (slice(None), rows) if axis == 1 else (slice(None), slice(None), rows)
-                    total[part] += plane_map(torch.from_numpy(np.array(inputs[part])), plane)
+                    total[part] += plane_map(torch.from_numpy(inputs[part]), plane)
             for z in range(depth):
                 yield np.clip(total[z] / 3, 0.0, 1.0)
 
