@@ -89,24 +89,25 @@ def choose_planes(
     return PlaneChoice(("xy",), f"anisotropic: z spacing {ratio:.3g}x x/y")
 
 
-def check_sections_only(mode: str, where: str) -> str:
-    """``planes`` for a path that reads a volume a block of sections at a time (``where``: Dask blockwise), which
-    runs xy only: "xyz" is refused with the fix; returns the mode."""
-    mode = choice(mode, "planes", PLANES_MODES)
-    if mode == "xyz":
-        raise BundleInputError(
-            "planes",
-            f"is xyz, but {where} inference reads the volume a few sections at a time and segments along xy only",
-            "run configs/inference.json (the whole volume in memory) or configs/inference_stream.json (any size) "
-            "for three planes, or pass --planes xy",
-        )
-    return mode
-
-
-def log_sections_only(name: str, pixel_size_nm: Sequence[float | None] | None, where: str) -> None:
-    """The planes log line of a path that runs xy only (:func:`check_sections_only`)."""
-    why = "near-isotropic, but " if is_isotropic(pixel_size_nm) else ""
-    logger.info("%s: planes xy (%s%s inference segments along xy only)", name, why, where)
+def planned_volume_zoom(
+    name: str,
+    mode: str,
+    zoom: Sequence[float] | None,
+    pixel_size_nm: Sequence[float | None] | None,
+    sections: int,
+    spatial_dims: int = 2,
+    context_sections: int = 0,
+) -> tuple[float, float, float] | None:
+    """The planes of one volume of ``sections`` sections (:func:`choose_planes`), logged in one line as
+    whole-volume inference logs them; returns the volume's ``(z, y, x)`` zoom (:func:`volume_zoom` of the 2D
+    ``zoom``, None = 1) where they are three, else None. Streamed and Dask blockwise inference plan here. A 2.5D
+    network (``context_sections`` > 0) takes its z-neighbours as channels of xy sections: xy only."""
+    if context_sections:
+        logger.info("%s: planes xy (a 2.5D network takes its z-neighbours as channels)", name)
+        return None
+    planes = choose_planes(mode, pixel_size_nm, sections, spatial_dims)
+    logger.info("%s: planes %s (%s)", name, ", ".join(planes.planes), planes.reason)
+    return volume_zoom(zoom or (1.0, 1.0), pixel_size_nm) if planes.three else None
 
 
 def plane_zoom(volume_zoom: Sequence[float], plane: str) -> tuple[float, float]:

@@ -52,7 +52,7 @@ from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported
 )
 from .morphology import COLUMNS_2D, cell_table
 from .outputs import atomic_path, remove_stale_temporaries, result_path, temporary_prefix
-from .planes import PLANES_MODES, as_plane, choose_planes, from_plane, volume_zoom
+from .planes import PLANES_MODES, as_plane, from_plane, planned_volume_zoom
 from .progress import Progress, counted
 from .scale import ZoomPolicy, needs_resampling, pick_sections, table_spacing
 from .settings import check_device, choice, output_folder
@@ -289,8 +289,13 @@ class StreamingSegmenter:
         from .transforms import normalize_sections
 
         name = os.path.basename(stack.path)
+
+        def planned(zoom: Sequence[float] | None, pixel_size_nm: Sequence[float | None] | None) -> tuple | None:
+            dims, context = self.inferer.spatial_dims, self.context_sections
+            return planned_volume_zoom(name, self.planes, zoom, pixel_size_nm, len(stack), dims, context)
+
         if self.zoom_policy is None:
-            return None, self._volume_zoom(name, None, getattr(stack.pixel_size, "nm", None), len(stack))
+            return None, planned(None, getattr(stack.pixel_size, "nm", None))
 
         def sections() -> torch.Tensor:
             c = self.context_sections
@@ -303,18 +308,7 @@ class StreamingSegmenter:
 
         usable = sections if self.inferer.spatial_dims == 2 else None
         choice_ = self.zoom_policy.choose(name, usable, stack.pixel_size)
-        return choice_.zoom, self._volume_zoom(name, choice_.zoom, choice_.pixel_size_nm, len(stack))
-
-    def _volume_zoom(
-        self, name: str, zoom: Sequence[float] | None, pixel_size_nm: Sequence[float | None] | None, sections: int
-    ) -> tuple[float, ...] | None:
-        """The planes of one stack, logged; the volume's ``(z, y, x)`` zoom where they are three, else None."""
-        if self.context_sections:  # the neighbours are channels of xy sections
-            logger.info("%s: planes xy (a 2.5D network takes its z-neighbours as channels)", name)
-            return None
-        planes = choose_planes(self.planes, pixel_size_nm, sections, self.inferer.spatial_dims)
-        logger.info("%s: planes %s (%s)", name, ", ".join(planes.planes), planes.reason)
-        return volume_zoom(zoom or (1.0, 1.0), pixel_size_nm) if planes.three else None
+        return choice_.zoom, planned(choice_.zoom, choice_.pixel_size_nm)
 
     def probabilities(self, stack: OpenFileReader, zoom: Sequence[float] | None = None) -> Iterator[np.ndarray]:
         """Membrane probability of each section, ``(Y, X)`` float32 in [0, 1], the network run at ``zoom``

@@ -1,5 +1,5 @@
 # Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
-"""3D neurons: the line-free 3D watershed, agglomeration of its fragments (waterz), the 3D cell table."""
+"""3D neurons: the dense 3D watershed, agglomeration of its fragments (waterz), the 3D cell table."""
 
 from __future__ import annotations
 
@@ -58,6 +58,18 @@ def test_3d_neurons_with_agglomeration_score_better() -> None:
     assert split.dtype == merged.dtype == np.uint32
     assert len(np.unique(split[split > 0])) == 3 and len(np.unique(merged[merged > 0])) == 2
     assert rand_info_scores(truth, merged)[0] > rand_info_scores(truth, split)[0]
+
+
+def test_3d_neurons_are_dense_and_2d_cells_keep_their_lines() -> None:
+    """Every voxel of a volume belongs to a neuron (no boundary singletons to lose against dense ground truth, as
+    FIB-SEM's is); sections keep ISBI's 1-pixel lines."""
+    prob, truth = _two_neurons()
+    options = dict(seed_threshold=0.15, min_seed_size=4, seeds="components", agglomeration=0.5)
+    neurons = segment_cells(prob, "3d", **options)
+    assert neurons.min() == 1 and len(np.unique(neurons)) == 2
+    assert rand_info_scores(truth, neurons)[0] == pytest.approx(1.0)
+    cells = segment_cells(prob, "2d", **options)
+    assert (cells == 0).any() and len(np.unique(cells[0][cells[0] > 0])) == 2
 
 
 def test_boundary_lines_are_one_voxel() -> None:

@@ -62,7 +62,7 @@ def test_2d_ids_are_unique_across_sections() -> None:
 
 def test_3d_mode_links_cells_through_sections() -> None:
     labels = segment_cells(np.concatenate([_two_cells(), _two_cells()]), "3d")
-    assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    assert set(np.unique(labels).tolist()) == {1, 2}  # dense: no boundary voxels in 3D
     assert labels[0, 5, 5] == labels[1, 5, 5]
 
 
@@ -88,7 +88,7 @@ def test_distance_seeds_split_cells_joined_through_a_membrane_gap() -> None:
     prob[1, 9:11, 20] = 0.0  # a 2-pixel gap in the middle section joins the two cells' interiors in 3D
     assert segment_cells(prob, "3d", seeds="components").max() == 1  # one seed: both cells merge
     labels = segment_cells(prob, "3d", seeds="distance", seed_distance=2.0)
-    assert set(np.unique(labels).tolist()) == {0, 1, 2}
+    assert set(np.unique(labels).tolist()) == {1, 2}
     assert labels[1, 10, 5] != labels[1, 10, 35]
 
 

@@ -138,6 +138,7 @@ def test_choose_zoomd_marks_three_planes(caplog: pytest.LogCaptureFixture) -> No
 def isotropic_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An untrained tiny FusionNet whose sidecar gives it a 10 nm scale for near-isotropic volumes."""
     path = tmp_path_factory.mktemp("iso_model") / "model.pt"
+    torch.manual_seed(0)
     torch.save(FusionNet(features=WIDTH).state_dict(), path)
     write_model_pixel_size(str(path), (50.0, 4.0, 4.0), (10.0, 10.0, 10.0))
     return path
@@ -211,9 +212,53 @@ def test_streamed_three_planes_stop_on_a_full_disk(
     assert list((tmp_path / "out").iterdir()) == []
 
 
-def test_dask_blockwise_refuses_three_planes(tmp_path: Path, isotropic_model: Path) -> None:
-    with pytest.raises(Exception) as info:
-        run_workflow(["inference.json", "inference_dask.json"], dataset_dir=str(_isotropic_volume(tmp_path / "in")),
-                     output_dir=str(tmp_path / "out"), ckpt_path=str(isotropic_model), features=WIDTH, planes="xyz")  # fmt: skip
-    error = find_input_error(info.value)
-    assert error is not None and "planes" in str(error) and "inference.json" in error.fix
+def _isotropic_zarr(folder: Path) -> Path:
+    """The isotropic test volume as an OME-Zarr of 10 nm voxels in chunks of (4, 16, 16): 3 x 3 x 3 chunks."""
+    from scripts.io import create_zarr, finalize_zarr
+
+    image, _ = make_em_stack((12, 48, 48), cell_size=16, seed=3)
+    path = folder / "fib.zarr"
+    folder.mkdir(parents=True, exist_ok=True)
+    create_zarr(path, image.shape, image.dtype, chunks=(4, 16, 16), pixel_size=PixelSize((10.0, 10.0, 10.0), "test"))[
+        ...
+    ] = image
+    finalize_zarr(path)
+    return folder
+
+
+def test_dask_three_planes_equal_the_whole_volumes(
+    tmp_path: Path, isotropic_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """inference_dask.json on a near-isotropic OME-Zarr: three passes of blocks (3 of z, 3 bands of y, 3 of x) give
+    the whole volume's map and, by default, 3D neurons; a rerun with other seeds reuses the map and its neurons,
+    stitched across 27 blocks, are the whole volume's; the planes' work zarrs are removed (the ledger, which
+    lets a rerun skip finished work, stays hidden)."""
+    from scripts.instances import segment_cells
+    from scripts.io import open_zarr
+    from scripts.isbi_metrics import rand_info_scores
+
+    folder = _isotropic_zarr(tmp_path / "in")
+    options = {"ckpt_path": str(isotropic_model), "features": WIDTH, "plots": False, "tta": False}
+    dask_options = {"dataset_dir": str(folder), "scheduler": "local:2", "output_dir": str(tmp_path / "dask"),
+                    "block_size": [4, 16, 16], **options}  # fmt: skip
+    run_workflow("inference.json", dataset_dir=str(folder), output_dir=str(tmp_path / "whole"), **options)
+    with caplog.at_level(logging.INFO):
+        run_workflow(["inference.json", "inference_dask.json"], **dask_options)
+    assert "planes xy, xz, yz (near-isotropic" in caplog.text and "fib: cells in 3D" in caplog.text
+    assert "fib: xz sections: 3 of 3 blocks" in caplog.text and "fib: yz sections: 3 of 3 blocks" in caplog.text
+    whole, dask = (open_zarr(tmp_path / d / "fib_prob.zarr")[...] for d in ("whole", "dask"))
+    assert dask.shape == whole.shape == (12, 48, 48) and dask.dtype == np.float32
+    np.testing.assert_allclose(dask, whole, atol=1e-5)
+    visible = sorted(p.name for p in (tmp_path / "dask").iterdir() if not p.name.startswith("."))
+    assert visible == ["fib_cells.csv", "fib_prob.zarr", "fib_seg.zarr"]
+    assert not [p for p in (tmp_path / "dask" / ".fib_prob.zarr.blocks").iterdir() if p.is_dir()]  # planes' zarrs
+
+    threshold = float(np.quantile(dask, 0.4))  # the untrained network's map: seeds in its lowest 40%, no merging
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        run_workflow(["inference.json", "inference_dask.json"], instance_mode="3d", seed_threshold=threshold,
+                     min_seed_size=4, agglomeration=0, **dask_options)  # fmt: skip
+    assert "blocks to do" not in caplog.text.split("cells in 3D")[0]  # the map was not computed again
+    seg = open_zarr(tmp_path / "dask" / "fib_seg.zarr")[...]
+    expected = segment_cells(whole, "3d", seed_threshold=threshold, min_seed_size=4, seeds="components")
+    assert expected.max() > 3 and rand_info_scores(expected, seg, ignore_gt_zero=False)[0] > 0.9

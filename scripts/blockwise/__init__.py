@@ -10,10 +10,9 @@
 from .blocks import Block, BlockLedger, block_faces, block_shape, plan_blocks
 from .scheduler import dask_client, host_threads, local_workers
 from .stitching import block_offsets, core_labels, face_matches, merged_labels, relabel
-from .volume import BLOCKWISE_MODES, BlockwiseSegmenter, InferencePlugin, network_digest, worker_device
+from .volume import BlockwiseSegmenter, InferencePlugin, network_digest, worker_device
 
 __all__ = [
-    "BLOCKWISE_MODES",
     "Block",
     "BlockLedger",
     "BlockwiseSegmenter",

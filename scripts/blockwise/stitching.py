@@ -3,9 +3,9 @@
 
 Each block is segmented on its own (``scripts.instances.segment_cells``) with labels ``1..n_b``; adding the count of
 the blocks before it makes every label unique in the volume (:func:`block_offsets`). A cell cut by a block face
-has one label on each side: the two labels are matched on the two voxel planes either side of the face
-(:func:`face_matches`) and joined into one cell (:func:`merged_labels`, connected components of the match graph,
-i.e. union-find), which gets one id in the whole volume.
+has one label on each side: the two labels are matched on the two voxel planes either side of the face, each the
+other's best overlap (:func:`face_matches`), and joined into one cell (:func:`merged_labels`, connected components
+of the match graph, i.e. union-find), which gets one id in the whole volume.
 """
 
 from __future__ import annotations
@@ -38,11 +38,13 @@ def face_matches(before: np.ndarray, after: np.ndarray, min_overlap: float = 0.5
     """Pairs of labels that are one cell across a block face.
 
     ``before`` and ``after`` are the labels (already offset, so unique in the volume) on the two voxel planes
-    either side of the face, of one shape. Label ``a`` of ``before`` and ``b`` of ``after`` are joined when their
-    overlap is at least ``min_overlap`` of the smaller of the two on the face: the two halves of a cut cell
-    overlap almost wholly (and a half that one block split in two still overlaps its other half with most of
-    itself), while neighbouring cells, apart by a membrane, touch only along a misaligned boundary. Boundary
-    voxels (label 0) are ignored.
+    either side of the face, of one shape. Label ``a`` of ``before`` and ``b`` of ``after`` are joined when each
+    is the other's largest overlap on the face and that overlap is at least ``min_overlap`` of the smaller of the
+    two: the two halves of a cut cell overlap almost wholly, while a neuron that only grazes the face with a few
+    voxels (dense 3D labels leave no boundary between neighbours) lies mostly on its neighbour's half, which has
+    a better partner; joining it there merged whole neurons (FIB-SEM held-out block, docs/experiments.md). A cell
+    that one block split in two joins its other half through the larger piece only. Boundary voxels (label 0)
+    are ignored.
 
     Returns:
         ``(N, 2)`` int64 array of ``(a, b)`` pairs.
@@ -55,7 +57,18 @@ def face_matches(before: np.ndarray, after: np.ndarray, min_overlap: float = 0.5
     labels_a, area_a = np.unique(a[a > 0], return_counts=True)
     labels_b, area_b = np.unique(b[b > 0], return_counts=True)
     smaller = np.minimum(area_a[np.searchsorted(labels_a, pairs[:, 0])], area_b[np.searchsorted(labels_b, pairs[:, 1])])
-    return pairs[overlap >= min_overlap * smaller]
+    mutual = _best_overlap(pairs[:, 0], overlap) & _best_overlap(pairs[:, 1], overlap)
+    return pairs[mutual & (overlap >= min_overlap * smaller)]
+
+
+def _best_overlap(labels: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+    """For pairs with first (or second) label ``labels`` and ``overlap``: True at each label's largest overlap (one
+    pair per label; the later pair on a tie)."""
+    order = np.lexsort((overlap, labels))  # by label, then overlap: each label's best pair is its last
+    last = np.append(labels[order][1:] != labels[order][:-1], True)
+    best = np.zeros(len(labels), dtype=bool)
+    best[order[last]] = True
+    return best
 
 
 def merged_labels(count: int, matches: np.ndarray) -> np.ndarray:

@@ -11,6 +11,12 @@ per section, so each section is computed exactly as whole-volume inference compu
 bit-identical (for the same device and the same PyTorch build). No halo is needed: the network never looks
 across sections. 3D networks are refused (their windows would need a z-halo and the whole-volume window grid).
 
+A near-isotropic volume segmented along three planes (``scripts.planes``) keeps that rule by making every plane's
+blocks whole sections of that plane: blocks of z for xy (which also write the normalized volume to a work zarr),
+then bands of y of the normalized volume for xz and bands of x for yz, each map in its own work zarr, and a last
+pass takes their mean. Each section of each plane is computed as whole-volume inference computes it, so the map is
+the whole volume's within float rounding (the same arithmetic; the sum in the same order).
+
 Cells: each block is segmented on its own (``scripts.instances.segment_cells``); labels are made unique in the
 volume by per-block offsets, and in "3d" mode cells cut by a block face are joined across it
 (``scripts.blockwise.stitching``). In "2d" mode blocks are whole sections and the cells equal whole-volume ones exactly.
@@ -38,11 +44,18 @@ from torch import nn
 
 from ..errors import BundleInputError
 from ..inferers import MembraneInferer
-from ..instances import resolve_instance_mode, seed_options, segment_cells
+from ..instances import (
+    INSTANCE_MODES,
+    describe_options,
+    instance_options,
+    resolve_instance_mode,
+    seed_options,
+    segment_cells,
+)
 from ..io import PixelSize, create_zarr, finalize_zarr, image_stem, is_zarr, open_zarr, read_pixel_size, zarr_spacing
 from ..morphology import block_volume_sums, cell_table, merged_volume_rows, write_cell_table
 from ..outputs import result_path
-from ..planes import check_sections_only, log_sections_only
+from ..planes import PLANES_MODES, as_plane, from_plane, planned_volume_zoom
 from ..progress import bar
 from ..scale import ZoomPolicy, pick_sections, table_spacing
 from ..settings import check_device, choice, integer, output_folder
@@ -51,7 +64,6 @@ from .blocks import Block, BlockLedger, block_faces, block_shape, plan_blocks
 from .stitching import block_offsets, core_labels, face_matches, merged_labels, relabel
 
 PLUGIN = "fusionnet-inference"
-BLOCKWISE_MODES = ("2d", "3d", "none")
 logger = logging.getLogger(__name__)
 
 
@@ -139,6 +151,19 @@ class InferencePlugin(WorkerPlugin):
             prob = self.inferer(x, network, zoom=zoom)[0, 0].float().cpu().numpy()
         return np.clip(prob, 0.0, 1.0)
 
+    def plane_map(self, normalized: np.ndarray, plane: str, volume_zoom: Sequence[float]) -> np.ndarray:
+        """The 2D network's map of ``normalized`` ``(Z, Y', X')`` (a part of a normalized volume made of whole
+        sections of ``plane``: a block of z for xy, a band of y for xz, of x for yz) along ``plane`` at its zoom
+        from ``volume_zoom`` ``(z, y, x)``, on the same axes; float32, one term of the three-plane mean, computed as
+        whole-volume inference computes it (``MembraneInferer.plane_probability``)."""
+        network = self.model()
+        sections = as_plane(torch.from_numpy(normalized)[None, None].to(self.device), plane).contiguous()
+        with torch.inference_mode():
+            prob = self.inferer.plane_probability(
+                sections, self.inferer.predictor(network, self.device), volume_zoom, plane
+            )
+        return from_plane(prob, plane)[0, 0].float().cpu().numpy()
+
 
 def _plugin() -> InferencePlugin:
     from distributed import get_worker
@@ -151,6 +176,34 @@ def probability_block(block: Block, source, target, ledger: BlockLedger, zoom: S
     """Infer one block of whole sections of ``source`` into ``target`` (zarr arrays) at ``zoom``, then mark it
     done."""
     target[block.region] = _plugin().probability(np.asarray(source[block.region]), zoom)
+    ledger.mark(block.index)
+
+
+def xy_block(block: Block, source, normalized, target, ledger: BlockLedger, volume_zoom: Sequence[float]) -> None:
+    """Three planes, first pass: one block of whole sections of ``source``, normalized, into ``normalized`` and its
+    xy map into ``target`` (zarr arrays); then mark it done."""
+    sections = normalize_sections(np.asarray(source[block.region]).astype(np.float32, copy=False)).numpy()
+    normalized[block.region] = sections
+    target[block.region] = _plugin().plane_map(sections, "xy", volume_zoom)
+    ledger.mark(block.index)
+
+
+def plane_block(
+    block: Block, normalized, target, ledger: BlockLedger, plane: str, volume_zoom: Sequence[float]
+) -> None:
+    """Three planes, xz or yz pass: the map of one band of ``normalized`` (all of z and of the plane's other axis)
+    along ``plane`` into ``target``; then mark it done."""
+    target[block.region] = _plugin().plane_map(np.asarray(normalized[block.region]), plane, volume_zoom)
+    ledger.mark(block.index)
+
+
+def mean_block(block: Block, maps: Sequence, target, ledger: BlockLedger) -> None:
+    """Three planes, last pass: the mean of the xy, xz and yz ``maps`` over one block, clipped to [0, 1], into
+    ``target``; summed in whole-volume inference's order, so the result is its own."""
+    total = np.asarray(maps[0][block.region], dtype=np.float32)
+    for plane_map in maps[1:]:
+        total = total + np.asarray(plane_map[block.region], dtype=np.float32)
+    target[block.region] = np.clip(total / np.float32(len(maps)), 0.0, 1.0)
     ledger.mark(block.index)
 
 
@@ -203,7 +256,7 @@ def _run_blocks(client, function: Callable, blocks: Sequence, ledger: BlockLedge
     from distributed import as_completed
 
     todo = [b for b in blocks if not ledger.done(b.index)]
-    logger.info("%s: %d of %d blocks to do", ledger.folder.name, len(todo), len(blocks))
+    logger.info("%s: %d of %d blocks to do", name or ledger.folder.name, len(todo), len(blocks))
     if todo:
         futures = client.map(function, todo, ledger=ledger, pure=False, **kwargs)
         with bar(total=len(blocks), name=name, unit="block", initial=len(blocks) - len(todo)) as done:
@@ -213,17 +266,23 @@ def _run_blocks(client, function: Callable, blocks: Sequence, ledger: BlockLedge
     return [ledger.result(b.index) for b in blocks]
 
 
-def _work_array(ledger: BlockLedger, shape, dtype, chunks, spacing, pixel_size=None):
-    """The zarr a stage writes into, ``<ledger>/data.zarr``: made afresh with the ledger, else reopened to resume
-    (a ledger whose data is gone starts again)."""
-    data = ledger.folder / "data.zarr"
-    if not ledger.fresh and not is_zarr(data):
+def _work_arrays(ledger: BlockLedger, shape, dtype, chunks, spacing, pixel_size=None, names=("data.zarr",)) -> list:
+    """The zarr arrays a stage writes into, ``<ledger>/<name>`` for each of ``names``: made afresh with the ledger,
+    else reopened to resume (a ledger with any of them gone starts again)."""
+    paths = [ledger.folder / name for name in names]
+    if not ledger.fresh and not all(is_zarr(path) for path in paths):
         ledger.reset()
     if ledger.fresh:
-        create_zarr(data, shape, dtype, chunks=chunks, spacing=spacing, pixel_size=pixel_size)
-        finalize_zarr(data)  # in place at once: the blocks written so far must outlive a killed job
+        for path in paths:
+            create_zarr(path, shape, dtype, chunks=chunks, spacing=spacing, pixel_size=pixel_size)
+            finalize_zarr(path)  # in place at once: the blocks written so far must outlive a killed job
         ledger.fresh = False
-    return open_zarr(data, writable=True)  # workers write their blocks into it
+    return [open_zarr(path, writable=True) for path in paths]  # workers write their blocks into them
+
+
+def _work_array(ledger: BlockLedger, shape, dtype, chunks, spacing, pixel_size=None):
+    """The one zarr array ``<ledger>/data.zarr`` of a stage (:func:`_work_arrays`)."""
+    return _work_arrays(ledger, shape, dtype, chunks, spacing, pixel_size)[0]
 
 
 def _publish(ledger: BlockLedger, result: str) -> None:
@@ -256,16 +315,21 @@ class BlockwiseSegmenter:
         block_size: ``(z, y, x)`` block size, or one number, or None for the input's chunks; rounded up to whole
             chunks. The probability uses blocks of ``z`` whole sections; cells in "3d" mode use the 3D blocks.
         device: "cpu" or "cuda" (the device type workers use; one GPU per worker).
-        instance_mode: "2d" (per section, identical to whole-volume inference), "3d" (stitched across blocks;
-            no agglomeration), "none", or "auto" ("2d": the probability here is the xy map).
-        seed_threshold, min_seed_size, seeds, seed_distance: watershed seeds, see ``scripts.instances``.
+        instance_mode: "2d" (per section, identical to whole-volume inference), "3d" (each block with a halo,
+            agglomerated as ``scripts.instances.instance_options`` says, stitched across block faces), "none", or
+            "auto" ("3d" neurons for a volume segmented along three planes, else "2d").
+        seed_threshold, min_seed_size, seeds, seed_distance, agglomeration: watershed seeds and the merging of
+            3D fragments, see ``scripts.instances`` ("auto": as whole-volume inference).
         target: "foreground" maps are segmented as objects (see ``scripts.writers.SaveEMResultsd``).
         memory_limit: per worker of a LocalCluster (Dask's, e.g. "4GB" or "auto").
         cell_halo: voxels of context around each block for "3d" cells (``scripts.blockwise.stitching.core_labels``); about
             a cell radius, so that every cell cut by a face has its seed on both sides.
         zoom_policy: chooses each volume's zoom (``scripts.scale.ZoomPolicy``) from its pixel size and a few of its
             sections; None runs the network on the input's own grid.
-        planes: "auto" or "xy" (blocks of whole sections segment along xy only; "xyz" is refused).
+        planes: "auto", "xy" or "xyz" (``scripts.planes``): three planes run as three passes of blocks, whole
+            sections of each plane (z blocks for xy, y bands for xz, x bands for yz, ``block_size``'s z, y and x),
+            through normalized sections and each plane's map in work zarrs beside the result (about 16 bytes a
+            voxel while it runs), then their mean.
     """
 
     def __init__(
@@ -286,11 +350,11 @@ class BlockwiseSegmenter:
         cell_halo: int = 16,
         zoom_policy: ZoomPolicy | None = None,
         planes: str = "auto",
+        agglomeration: object = "auto",
     ) -> None:
         from .scheduler import local_workers
 
-        check_sections_only(planes, "Dask blockwise")
-        instance_mode = resolve_instance_mode(instance_mode, three_planes=False)  # xy only here
+        self.planes = choice(planes, "planes", PLANES_MODES)
         if inferer.spatial_dims != 2:
             raise BundleInputError(
                 "spatial_dims",
@@ -305,9 +369,11 @@ class BlockwiseSegmenter:
         self.block_size = block_size
         self.cell_halo = integer(cell_halo, "cell_halo", 0, 16)
         self.zoom_policy = zoom_policy
-        self.instance_mode = choice(instance_mode, "instance_mode", BLOCKWISE_MODES)
+        self.instance_mode = choice(instance_mode, "instance_mode", INSTANCE_MODES)
         target = choice(target, "target", TARGETS)
-        self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
+        self.segment_options = seed_options(
+            seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground", agglomeration
+        )
 
     def run(self, paths: Sequence[str]) -> list[str]:
         """Segment every volume in ``paths`` on the cluster; returns their ``_prob.zarr`` paths."""
@@ -330,21 +396,29 @@ class BlockwiseSegmenter:
             "device": self.device.type,
         }
 
-    def choose_zoom(self, path: str, source, pixel_size: PixelSize | None) -> tuple[float, ...] | None:
-        """The zoom of one volume (``scripts.scale.ZoomPolicy``), from its pixel size and a few of its sections."""
-        if self.zoom_policy is None:
-            return None
+    def choose_zoom(
+        self, path: str, source, pixel_size: PixelSize | None
+    ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+        """The zoom of one volume (``scripts.scale.ZoomPolicy``) from its pixel size and a few of its sections, and
+        its planes (``scripts.planes.planned_volume_zoom``, logged as whole-volume inference logs them).
 
-        def sections() -> torch.Tensor:
-            picked = [
-                normalize_sections(np.asarray(source[z], dtype=np.float32))[None]
-                for z in pick_sections(source.shape[0])
-            ]
-            return torch.stack(picked).float()  # (n, 1, Y, X)
+        Returns:
+            the 2D zoom (None: the volume's own grid) and, for three planes, the volume's ``(z, y, x)`` zoom.
+        """
+        name = os.path.basename(path)
+        zoom, pixel_size_nm = None, None if pixel_size is None else pixel_size.nm
+        if self.zoom_policy is not None:
 
-        choice_ = self.zoom_policy.choose(os.path.basename(path), sections, pixel_size)
-        log_sections_only(os.path.basename(path), choice_.pixel_size_nm, "Dask blockwise")
-        return choice_.zoom
+            def sections() -> torch.Tensor:
+                picked = [
+                    normalize_sections(np.asarray(source[z], dtype=np.float32))[None]
+                    for z in pick_sections(source.shape[0])
+                ]
+                return torch.stack(picked).float()  # (n, 1, Y, X)
+
+            choice_ = self.zoom_policy.choose(name, sections, pixel_size)
+            zoom, pixel_size_nm = choice_.zoom, choice_.pixel_size_nm
+        return zoom, planned_volume_zoom(name, self.planes, zoom, pixel_size_nm, source.shape[0])
 
     def segment(self, client, path: str) -> str:
         """Write the results of one volume; returns the path of its ``_prob.zarr``."""
@@ -356,33 +430,62 @@ class BlockwiseSegmenter:
         prob_path = result_path(self.output_dir, stem, "_prob", "zarr")
         sections = block_shape(shape, chunks, self._z_blocks(chunks))
         pixel_size = read_pixel_size(path)  # results keep it; the cell table is in nm
-        zoom = self.choose_zoom(path, source, pixel_size)
+        zoom, volume_zoom = self.choose_zoom(path, source, pixel_size)
         settings = {
             "input": os.path.abspath(path),
             "shape": shape,
             "chunks": chunks,
             "blocks": sections,
             "zoom": None if zoom is None else list(zoom),
+            "volume_zoom": None if volume_zoom is None else list(volume_zoom),
             **self.inference_settings(),
         }
         ledger = BlockLedger(_ledger_folder(prob_path), settings)
         if not (ledger.done("complete") and is_zarr(prob_path)):
             target = _work_array(ledger, shape, np.float32, chunks, spacing, pixel_size)
             blocks = plan_blocks(shape, sections)
-            _run_blocks(
-                client,
-                probability_block,
-                blocks,
-                ledger,
-                f"{stem}: probability",
-                source=source,
-                target=target,
-                zoom=zoom,
-            )
+            if volume_zoom is None:
+                _run_blocks(client, probability_block, blocks, ledger, f"{stem}: probability", source=source,
+                            target=target, zoom=zoom)  # fmt: skip
+            else:
+                maps = self._plane_maps(client, source, stem, prob_path, settings, volume_zoom, spacing)
+                _run_blocks(client, mean_block, blocks, ledger, f"{stem}: mean of 3 planes", maps=maps, target=target)
             _publish(ledger, prob_path)
-        if self.instance_mode != "none":
-            self.cells(client, prob_path, stem, settings, spacing, pixel_size)
+            for stage in ("xy", "xz", "yz"):  # the planes' work zarrs are spent
+                shutil.rmtree(_ledger_folder(prob_path, stage), ignore_errors=True)
+        mode = resolve_instance_mode(self.instance_mode, three_planes=volume_zoom is not None)
+        if mode != "none":
+            options = instance_options(self.segment_options, mode, self.instance_mode)
+            logger.info("%s: cells in %s (%s)", stem, mode.upper(), describe_options(options))
+            self.cells(client, prob_path, stem, settings, spacing, pixel_size, mode, options)
         return prob_path
+
+    def _plane_maps(
+        self, client, source, stem: str, prob_path: str, settings: dict, volume_zoom: Sequence[float], spacing
+    ) -> list:
+        """The xy, xz and yz maps of one volume in work zarrs beside ``prob_path`` (see the class docstring): xy
+        over blocks of whole sections, which also leaves the normalized volume; xz over bands of y and yz over
+        bands of x of it, every band holding whole sections of its plane. Each pass resumes on its own."""
+        shape, chunks = tuple(source.shape), tuple(source.chunks)
+        size = list(self.block_size) if isinstance(self.block_size, (list, tuple)) else [self.block_size] * 3
+        maps = []
+        for axis, plane in enumerate(("xy", "xz", "yz")):  # each plane's sections are whole across two axes
+            along = chunks[axis] if size[axis] is None else size[axis]
+            band = block_shape(shape, chunks, [along if a == axis else None for a in range(3)])
+            ledger = BlockLedger(_ledger_folder(prob_path, plane), {**settings, "plane": plane, "blocks": band})
+            blocks = plan_blocks(shape, band)
+            name = f"{stem}: {plane} sections"
+            if plane == "xy":
+                normalized, plane_map = _work_arrays(ledger, shape, np.float32, chunks, spacing,
+                                                     names=("normalized.zarr", "data.zarr"))  # fmt: skip
+                _run_blocks(client, xy_block, blocks, ledger, name, source=source, normalized=normalized,
+                            target=plane_map, volume_zoom=volume_zoom)  # fmt: skip
+            else:
+                plane_map = _work_array(ledger, shape, np.float32, chunks, spacing)
+                _run_blocks(client, plane_block, blocks, ledger, name, normalized=normalized, target=plane_map,
+                            plane=plane, volume_zoom=volume_zoom)  # fmt: skip
+            maps.append(plane_map)
+        return maps
 
     def _z_blocks(self, chunks: Sequence[int]) -> list[int | None]:
         """The probability's block size: whole sections, ``block_size``'s z (default: the z chunk) at a time."""
@@ -391,20 +494,28 @@ class BlockwiseSegmenter:
         return [int(chunks[0]) if z is None else z, None, None]
 
     def cells(
-        self, client, prob_path: str, stem: str, prob_settings: dict, spacing, pixel_size: PixelSize | None = None
+        self,
+        client,
+        prob_path: str,
+        stem: str,
+        prob_settings: dict,
+        spacing,
+        pixel_size: PixelSize | None,
+        mode: str,
+        options: dict,
     ) -> None:
-        """``<stem>_seg.zarr`` and ``<stem>_cells.csv`` from the finished probability, block by block; ``spacing``
-        and ``pixel_size`` are stored with the results, and the table's physical columns are in nm
+        """``<stem>_seg.zarr`` and ``<stem>_cells.csv`` from the finished probability, block by block, in ``mode``
+        ("2d" or "3d") with the watershed ``options`` (``scripts.instances.segment_cells``); ``spacing`` and
+        ``pixel_size`` are stored with the results, and the table's physical columns are in nm
         (``scripts.scale.table_spacing``)."""
         table = table_spacing(pixel_size)
         seg_path = result_path(self.output_dir, stem, "_seg", "zarr")
         prob = open_zarr(prob_path)
         shape, chunks = tuple(prob.shape), tuple(prob.chunks)
-        mode = self.instance_mode
         size = block_shape(shape, chunks, self.block_size if mode == "3d" else self._z_blocks(chunks))
         blocks = plan_blocks(shape, size)
         halo = self.cell_halo if mode == "3d" else 0  # 2D cells never cross a section, nor a block of sections
-        label_settings = {"prob": prob_settings, "mode": mode, "options": self.segment_options, "blocks": size,
+        label_settings = {"prob": prob_settings, "mode": mode, "options": options, "blocks": size,
                           "halo": halo}  # fmt: skip
         cell_ledger = BlockLedger(_ledger_folder(seg_path, "cells"), {"labels": label_settings, "spacing": table})
         if cell_ledger.done("complete") and is_zarr(seg_path):
@@ -412,7 +523,7 @@ class BlockwiseSegmenter:
         label_ledger = BlockLedger(_ledger_folder(seg_path, "labels"), label_settings)
         labels = _work_array(label_ledger, shape, np.uint32, chunks, spacing, pixel_size)
         counts = _run_blocks(client, label_block, blocks, label_ledger, f"{stem}: cells", prob=prob, labels=labels,
-                             mode=mode, options=self.segment_options, halo=halo)  # fmt: skip
+                             mode=mode, options=options, halo=halo)  # fmt: skip
         offsets = block_offsets(counts)
         lookup = None
         if mode == "3d":
