@@ -20,13 +20,9 @@ memory holds about one window depth of sections.
 from __future__ import annotations
 
 import csv
-import errno
 import logging
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -39,7 +35,15 @@ from torch import nn
 from .data import input_channels
 from .errors import BundleInputError
 from .inferers import MembraneInferer
-from .instances import DEFAULT_SEED_THRESHOLD, resolve_instance_mode, seed_options, segment_cells
+from .instances import (
+    DEFAULT_SEED_THRESHOLD,
+    INSTANCE_MODES,
+    describe_options,
+    instance_options,
+    resolve_instance_mode,
+    seed_options,
+    segment_cells,
+)
 from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported for callers of this module)
     OUTPUT_FORMATS,
     OpenFileReader,
@@ -50,12 +54,14 @@ from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported
     write_result,
     write_tiff_sections,
 )
-from .morphology import COLUMNS_2D, cell_table
-from .outputs import atomic_path, remove_stale_temporaries, result_path, temporary_prefix
+from .morphology import COLUMNS_2D, cell_table, merged_volume_rows, write_cell_table
+from .outputs import atomic_path, remove_stale_temporaries, result_path
 from .planes import PLANES_MODES, as_plane, from_plane, planned_volume_zoom
 from .progress import Progress, counted
 from .scale import ZoomPolicy, needs_resampling, pick_sections, table_spacing
+from .scratch import scratch_volume
 from .settings import check_device, choice, output_folder
+from .slab_neurons import label_slabs, neuron_sections
 from .transforms import TARGETS
 
 
@@ -164,58 +170,6 @@ logger = logging.getLogger(__name__)
 SCRATCH_CHUNK_PIXELS = 1 << 24
 
 
-class ScratchVolume:
-    """A float32 volume in a file, read and written by index (``volume[z]``, ``volume[:, y0:y1] += part``). Each
-    access maps the file only for its own duration: pages a long-lived mapping had touched would count towards the
-    process's memory (RSS) until it ended, whatever the volume's size."""
-
-    def __init__(self, path: str, shape: Sequence[int]) -> None:
-        self.path, self.shape = path, tuple(int(n) for n in shape)
-
-    def __getitem__(self, index: object) -> np.ndarray:
-        view = np.memmap(self.path, dtype=np.float32, mode="r", shape=self.shape)
-        part = np.array(view[index])  # type: ignore[index]
-        del view
-        return part
-
-    def __setitem__(self, index: object, value: np.ndarray) -> None:
-        view = np.memmap(self.path, dtype=np.float32, mode="r+", shape=self.shape)
-        view[index] = value  # type: ignore[index]
-        view.flush()
-        del view
-
-
-@contextmanager
-def scratch_volume(folder: str, stem: str, shape: Sequence[int]) -> Iterator[ScratchVolume]:
-    """A float32 volume of ``shape`` on disk in ``folder`` (:class:`ScratchVolume`), removed when the block ends.
-    Its file is named as
-    ``scripts.outputs.atomic_path``'s temporaries, so a killed run's is removed by the next run (see
-    ``remove_stale_temporaries``); its space is reserved first, so a full disk stops here, not midway."""
-    size = int(np.prod(shape)) * 4
-    fd, path = tempfile.mkstemp(
-        prefix=temporary_prefix(Path(folder) / f"{stem}_scratch", len(".part") + 8), suffix=".part", dir=folder
-    )
-    try:
-        try:
-            if hasattr(os, "posix_fallocate"):  # Linux: the blocks themselves, not a sparse file
-                os.posix_fallocate(fd, 0, max(size, 1))
-            else:
-                os.ftruncate(fd, max(size, 1))
-        except OSError as e:
-            if e.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            raise BundleInputError(
-                folder,
-                f"has no room for the {size * 2 / 2**30:.1f} GiB of scratch that three planes of {stem} need",
-                "free space, choose another --output_dir, or pass --planes xy",
-            ) from e
-        finally:
-            os.close(fd)
-        yield ScratchVolume(path, shape)
-    finally:
-        os.remove(path)
-
-
 class StreamingSegmenter:
     """``configs/inference_stream.json``: the outputs of ``configs/inference.json``, a few sections at a time, so
     that stacks of any length fit in memory.
@@ -227,16 +181,18 @@ class StreamingSegmenter:
     (``configs/inference_3d.json``) runs on overlapping slabs of sections with the windows and blending of
     whole-volume inference (:func:`sliding_window_planes`), holding about one window depth of sections. A
     near-isotropic volume (``planes``) is segmented along xy, xz and yz by a 2D network, through scratch files
-    (:meth:`three_plane_probabilities`); its cells are still segmented per section (3D neurons need the whole
-    volume: ``configs/inference.json``, or ``configs/inference_dask.json``'s blocks).
+    (:meth:`three_plane_probabilities`), and ``instance_mode`` auto makes 3D neurons of it slab by slab
+    (``scripts.slab_neurons``, through a uint32 scratch file).
 
     Args:
         network: a 2D or 3D network (eval mode is set here).
         inferer: the sliding-window inferer of inference.json.
         output_dir: folder for the results.
         device: where the network runs.
-        instance_mode: "2d" or "none" ("3d" needs the whole volume; "auto" is "2d" here).
-        seed_threshold, min_seed_size, seeds, seed_distance: watershed seeds, see ``scripts.instances.segment_cells``.
+        instance_mode: "2d" (cells per section), "3d" (neurons, slab by slab), "none", or "auto" ("3d" for a volume
+            segmented along three planes, else "2d"), as ``inference.json``.
+        seed_threshold, min_seed_size, seeds, seed_distance, agglomeration: watershed seeds and the merging of 3D
+            fragments, see ``scripts.instances`` ("auto": as whole-volume inference).
         target: "foreground" maps are segmented as objects (see ``scripts.writers.SaveEMResultsd``).
         output_format: "auto", "tif", "h5" (``X_prob.h5`` with dataset ``prob``, one section per chunk), "zarr"
             (OME-Zarr) or "nii.gz"; the writer of whole-volume inference (``scripts.io.write_result``).
@@ -262,18 +218,17 @@ class StreamingSegmenter:
         context_sections: int = 0,
         zoom_policy: ZoomPolicy | None = None,
         planes: str = "auto",
+        agglomeration: object = "auto",
     ) -> None:
         self.planes = choice(planes, "planes", PLANES_MODES)
-        instance_mode = resolve_instance_mode(instance_mode, three_planes=False)  # cells per section here
-        if instance_mode not in ("2d", "none"):
-            raise BundleInputError(
-                "instance_mode", f"{instance_mode!r} needs the whole volume in memory", "use 2d or none when streaming"
-            )
+        self.instance_mode = choice(instance_mode, "instance_mode", INSTANCE_MODES)
         self.network, self.inferer, self.device = network.eval(), inferer, check_device(device)
-        self.output_dir, self.instance_mode = output_folder(output_dir), instance_mode
+        self.output_dir = output_folder(output_dir)
         self.output_format = choice(output_format, "output_format", OUTPUT_FORMATS)
         target = choice(target, "target", TARGETS)
-        self.segment_options = seed_options(seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground")
+        self.segment_options = seed_options(
+            seed_threshold, min_seed_size, seeds, seed_distance, target == "foreground", agglomeration
+        )
         self.context_sections = input_channels(context_sections, inferer.spatial_dims) // 2
         self.zoom_policy = zoom_policy
         remove_stale_temporaries(self.output_dir)
@@ -438,7 +393,10 @@ class StreamingSegmenter:
         else:
             sections = counted(self.probabilities(stack, zoom), len(stack), name)  # a bar of the sections done
         prob_path = write_result(self.output_dir, path, "_prob", sections, dtype=np.float32, **results)
-        if self.instance_mode == "2d":
+        mode = resolve_instance_mode(self.instance_mode, three_planes=three_planes is not None)
+        if mode == "3d":
+            self.write_neurons(path, prob_path, stack, results)
+        elif mode == "2d":
             probabilities = open_sections(prob_path)
             probabilities.spacing, probabilities.pixel_size = stack.spacing, stack.pixel_size
             with atomic_path(result_path(self.output_dir, stem, "_cells", "csv")) as table, open(
@@ -449,6 +407,22 @@ class StreamingSegmenter:
                 cells = counted(self.cells(probabilities, rows), len(stack), f"{name}: cells")
                 write_result(self.output_dir, path, "_seg", cells, dtype=np.uint32, **results)
         return prob_path
+
+    def write_neurons(self, path: str, prob_path: str, stack: OpenFileReader, results: dict) -> None:
+        """``_seg`` and ``_cells.csv`` of 3D neurons from the written probability ``prob_path``, slab by slab
+        (``scripts.slab_neurons``); ``results`` are the writer's settings of ``stack``'s results."""
+        options = instance_options(self.segment_options, "3d", self.instance_mode)
+        name, stem = os.path.basename(path), image_stem(path)
+        logger.info("%s: cells in 3D (%s)", name, describe_options(options))
+        table: list[dict] = []
+        with scratch_volume(
+            self.output_dir, stem, stack.shape, np.uint32, "3D neurons", "pass --instance_mode 2d"
+        ) as labels:
+            slabs, offsets, lookup = label_slabs(open_sections(prob_path), labels, options)
+            sections = counted(neuron_sections(labels, slabs, offsets, lookup, table), len(stack), f"{name}: neurons")
+            write_result(self.output_dir, path, "_seg", sections, dtype=np.uint32, **results)
+        rows = merged_volume_rows(table, table_spacing(stack.pixel_size))
+        write_cell_table(result_path(self.output_dir, stem, "_cells", "csv"), rows, "3d")
 
     def run(self, paths: Sequence[str]) -> list[str]:
         """Segment every stack in ``paths``; returns their ``_prob`` file paths."""

@@ -197,6 +197,44 @@ def test_streamed_three_planes_equal_the_whole_volumes(
     assert sorted(p.name for p in (tmp_path / "stream").iterdir()) == ["fib_cells.csv", "fib_prob.tif", "fib_seg.tif"]
 
 
+def test_neuron_slabs_hold_the_budget_and_outweigh_their_halo() -> None:
+    from scripts.slab_neurons import HALO, slab_bounds
+
+    assert slab_bounds(250, 250 * 250) == [slice(0, 250)]  # the 250^3 FIB-SEM cube: one slab, segmented whole
+    slabs = slab_bounds(100, 4096 * 4096)  # large sections: slabs of 2 x HALO sections, never of one
+    assert slabs[0] == slice(0, 2 * HALO) and slabs[-1].stop == 100 and len(slabs) == -(-100 // (2 * HALO))
+
+
+def test_streamed_3d_neurons_are_the_whole_volumes(
+    tmp_path: Path, isotropic_model: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """inference_stream.json makes 3D neurons of a near-isotropic volume by default, here in three slabs of 4
+    sections (2 of halo) stitched across their faces: the neurons of the whole volume, a 3D table, no scratch left."""
+    from scripts import slab_neurons
+    from scripts.isbi_metrics import rand_info_scores
+
+    monkeypatch.setattr(slab_neurons, "HALO", 2)
+    monkeypatch.setattr(slab_neurons, "SLAB_VOXELS", 48 * 48 * 8)  # 4 sections a slab, 2 a side of halo
+    folder = _isotropic_volume(tmp_path / "in")
+    options = {"ckpt_path": str(isotropic_model), "features": WIDTH, "plots": False, "tta": False}
+    with caplog.at_level(logging.INFO):
+        run_workflow(["inference.json", "inference_stream.json"], dataset_dir=str(folder),
+                     output_dir=str(tmp_path / "auto"), **options)  # fmt: skip
+    assert "fib.tif: cells in 3D" in caplog.text
+    assert "volume_phys" in (tmp_path / "auto" / "fib_cells.csv").read_text().splitlines()[0]
+    assert sorted(p.name for p in (tmp_path / "auto").iterdir()) == ["fib_cells.csv", "fib_prob.tif", "fib_seg.tif"]
+
+    # the untrained network's map: seeds in its lowest 40%, no merging, so that there are neurons to compare
+    threshold = float(np.quantile(tifffile.imread(tmp_path / "auto" / "fib_prob.tif"), 0.4))
+    neurons = {"instance_mode": "3d", "seed_threshold": threshold, "min_seed_size": 4, "agglomeration": 0, **options}
+    run_workflow("inference.json", dataset_dir=str(folder), output_dir=str(tmp_path / "whole"), **neurons)
+    run_workflow(["inference.json", "inference_stream.json"], dataset_dir=str(folder),
+                 output_dir=str(tmp_path / "stream"), **neurons)  # fmt: skip
+    whole, streamed = (tifffile.imread(tmp_path / d / "fib_seg.tif") for d in ("whole", "stream"))
+    assert whole.max() > 3 and streamed.dtype == np.uint32 and streamed.min() > 0  # dense neurons
+    assert rand_info_scores(whole, streamed, ignore_gt_zero=False)[0] > 0.9
+
+
 def test_streamed_three_planes_stop_on_a_full_disk(
     tmp_path: Path, isotropic_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
