@@ -428,7 +428,7 @@ class BlockwiseSegmenter:
         shape, chunks, spacing = tuple(source.shape), tuple(source.chunks), zarr_spacing(path)
         stem = image_stem(path)
         prob_path = result_path(self.output_dir, stem, "_prob", "zarr")
-        sections = block_shape(shape, chunks, self._z_blocks(chunks))
+        sections = block_shape(shape, chunks, self._bands(chunks))
         pixel_size = read_pixel_size(path)  # results keep it; the cell table is in nm
         zoom, volume_zoom = self.choose_zoom(path, source, pixel_size)
         settings = {
@@ -467,11 +467,9 @@ class BlockwiseSegmenter:
         over blocks of whole sections, which also leaves the normalized volume; xz over bands of y and yz over
         bands of x of it, every band holding whole sections of its plane. Each pass resumes on its own."""
         shape, chunks = tuple(source.shape), tuple(source.chunks)
-        size = list(self.block_size) if isinstance(self.block_size, (list, tuple)) else [self.block_size] * 3
         maps = []
         for axis, plane in enumerate(("xy", "xz", "yz")):  # each plane's sections are whole across two axes
-            along = chunks[axis] if size[axis] is None else size[axis]
-            band = block_shape(shape, chunks, [along if a == axis else None for a in range(3)])
+            band = block_shape(shape, chunks, self._bands(chunks, axis))
             ledger = BlockLedger(_ledger_folder(prob_path, plane), {**settings, "plane": plane, "blocks": band})
             blocks = plan_blocks(shape, band)
             name = f"{stem}: {plane} sections"
@@ -487,11 +485,12 @@ class BlockwiseSegmenter:
             maps.append(plane_map)
         return maps
 
-    def _z_blocks(self, chunks: Sequence[int]) -> list[int | None]:
-        """The probability's block size: whole sections, ``block_size``'s z (default: the z chunk) at a time."""
+    def _bands(self, chunks: Sequence[int], axis: int = 0) -> list[int | None]:
+        """Block size of whole sections of the plane normal to ``axis`` (0: xy, the probability's blocks; 1: xz;
+        2: yz): ``block_size``'s size along ``axis`` (default: the chunk there), the whole of the other two."""
         size = self.block_size
-        z = size[0] if isinstance(size, (list, tuple)) and size else size
-        return [int(chunks[0]) if z is None else z, None, None]
+        along = size[axis] if isinstance(size, (list, tuple)) and size else size
+        return [(int(chunks[axis]) if along is None else along) if a == axis else None for a in range(3)]
 
     def cells(
         self,
@@ -512,7 +511,7 @@ class BlockwiseSegmenter:
         seg_path = result_path(self.output_dir, stem, "_seg", "zarr")
         prob = open_zarr(prob_path)
         shape, chunks = tuple(prob.shape), tuple(prob.chunks)
-        size = block_shape(shape, chunks, self.block_size if mode == "3d" else self._z_blocks(chunks))
+        size = block_shape(shape, chunks, self.block_size if mode == "3d" else self._bands(chunks))
         blocks = plan_blocks(shape, size)
         halo = self.cell_halo if mode == "3d" else 0  # 2D cells never cross a section, nor a block of sections
         label_settings = {"prob": prob_settings, "mode": mode, "options": options, "blocks": size,
