@@ -345,7 +345,7 @@ def benchmark_neurons(prob: str | None = None, sides: str = "125,250") -> list[d
     return run_neurons_benchmark(None if prob is None else str(prob), tuple(int(v) for v in values))
 
 
-def fibsem_mix(output: str = "runs/mix/data", boundary_dilations: int = 1, isbi_repeat: int = 35,
+def fibsem_mix(output: str = "runs/mix/data", boundary_dilations: int = 0, isbi_repeat: int = 35,
                isbi_sections: int = 20) -> str:  # fmt: skip
     """Write the two-modality training set (ISBI 2012 and the FIB-SEM cube's z < 200 in three planes) the shipped
     model learned from; returns its datalist for --dataset_dir (needs ../shared/data)."""
@@ -361,6 +361,15 @@ def fibsem_check(prob: str, seg: str | None = None, z_start: int = 200, **settin
     from bundle.fibsem_check import fibsem_check as check
 
     return check(str(prob), None if seg is None else str(seg), int(z_start), **settings)
+
+
+def fibsem_target_ceiling(boundary_dilations: int = 0, z_start: int = 200, z_stop: int = 250) -> dict:
+    """3D neuron scores that a perfect network trained on FIB-SEM membranes grown by --boundary_dilations would give
+    on sections z_start...z_stop - 1: their ground truth's own target, segmented as inference does (needs
+    ../shared/data)."""
+    from bundle.fibsem_check import target_ceiling
+
+    return target_ceiling(int(boundary_dilations), int(z_start), int(z_stop))
 
 
 def release(
@@ -407,6 +416,7 @@ COMMANDS = {
     "benchmark_neurons": benchmark_neurons,
     "fibsem_mix": fibsem_mix,
     "fibsem_check": fibsem_check,
+    "fibsem_target_ceiling": fibsem_target_ceiling,
     "export_bioimageio": export_bioimageio,
     "make_sample": make_sample,
     "make_datalist": make_datalist,

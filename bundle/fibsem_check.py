@@ -9,12 +9,16 @@ Given a ``_prob`` map (and optionally a ``_seg`` of 3D neurons) of sections ``z_
 - the 3D V_rand / V_info of the neurons in ``_seg`` against the neuron labels (ground-truth 0 left out, predicted 0
   as singletons; ``scripts.evaluation.score_instance_files``' protocol), or of the neurons inference.json's
   settings give from the map (``--seeds`` ... ``--agglomeration``) where no ``_seg`` is given.
+
+``python -m bundle fibsem_target_ceiling`` scores, instead of a network's map, the training target itself (the
+ground truth's membranes grown by ``boundary_dilations``, seen in three planes): the 3D neurons a network that learned
+that target perfectly would give, which is how the FIB-SEM target width was chosen.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from bundle.fibsem_mix import SHARED
+from bundle.fibsem_mix import SHARED, three_plane_target
 from bundle.scale_check import fibsem_sections
 
 
@@ -60,4 +64,26 @@ def fibsem_check(
         "neurons_v_info_3d": round(v_info, 4),
         "neurons_true": int(len(np.unique(truth[truth > 0]))),
         "neurons_predicted": int(len(np.unique(neurons[neurons > 0]))),
+    }
+
+
+def target_ceiling(boundary_dilations: int, z_start: int = 200, z_stop: int = 250, blur: float = 1.0) -> dict:
+    """3D neuron V_rand / V_info of sections ``z_start .. z_stop - 1`` segmented, with inference.json's settings for
+    three-plane volumes (``scripts.instances.NEURONS_3D``), from the three-plane target of their own ground truth
+    (:func:`bundle.fibsem_mix.three_plane_target`) blurred by a Gaussian of ``blur`` voxels (a network's map is smooth).
+    """
+    from scipy import ndimage
+    from scripts.instances import NEURONS_3D, segment_cells
+    from scripts.isbi_metrics import rand_info_scores
+
+    truth = neuron_labels(z_start, z_stop)
+    ideal = ndimage.gaussian_filter(three_plane_target(truth, int(boundary_dilations)), float(blur))
+    neurons = segment_cells(ideal, "3d", **NEURONS_3D)
+    v_rand, v_info = rand_info_scores(truth, neurons)
+    return {
+        "sections": [z_start, z_stop],
+        "boundary_dilations": int(boundary_dilations),
+        "membrane_fraction": round(float((ideal > 0.5).mean()), 4),
+        "neurons_v_rand_3d": round(v_rand, 4),
+        "neurons_v_info_3d": round(v_info, 4),
     }

@@ -5,9 +5,11 @@
   of the sections drawn are ssTEM (written with their 4 nm in the TIFF tags).
 - The FIB-SEM medulla cube's training part, ``z < 200`` (z 200-249 is held out of every training), cut along the
   three planes (xy, xz, yz): an isotropic volume is segmented along all three, so the network sees all three.
-  Membranes are drawn where the neuron label changes within the section, grown by ``boundary_dilations``
-  pixels on each side (:func:`boundary_target`); the FIB-SEM sections stay at their own 10 nm pixels (the two-modality model's
-  FIB-SEM scale, ``scripts.scale.ISOTROPIC_MODEL_NM``).
+  Membranes are drawn where the neuron label changes within the section (both sides: 2 pixels, 20 nm; the 0.12.0
+  weights' target), grown by ``boundary_dilations`` pixels on each side (:func:`boundary_target`; 1 gave the 0.10.0
+  and 0.11.0 weights' 4 pixels, which fill thin cells with membrane: ``python -m bundle fibsem_target_ceiling``). The
+  FIB-SEM sections stay at their own 10 nm pixels (the two-modality model's FIB-SEM scale,
+  ``scripts.scale.ISOTROPIC_MODEL_NM``).
 
 Writes ``<output>/{isbi,fibsem_xy,fibsem_xz,fibsem_yz}_{image,label}.tif`` and ``<output>/datalist.json``, which
 ``--dataset_dir`` trains on.
@@ -41,6 +43,16 @@ def boundary_target(neurons: np.ndarray, dilations: int) -> np.ndarray:
     return boundary
 
 
+def three_plane_target(neurons: np.ndarray, dilations: int) -> np.ndarray:
+    """The membrane target of a ``(Z, Y, X)`` neuron volume as the three-plane path sees it: :func:`boundary_target`
+    drawn in the xy, xz and yz sections and averaged; float32 in [0, 1], ``(Z, Y, X)``."""
+    planes = []
+    for axes in PLANE_AXES.values():
+        target = boundary_target(np.ascontiguousarray(neurons.transpose(axes)), dilations)
+        planes.append(target.transpose(np.argsort(axes)).astype(np.float32))
+    return np.mean(planes, axis=0)
+
+
 def fibsem_planes(z_stop: int = FIBSEM_HELD_OUT_START) -> tuple[np.ndarray, np.ndarray]:
     """The FIB-SEM cube's sections ``z < z_stop``: ``(volume, neurons)``, ``(Z, Y, X)`` each."""
     import tifffile
@@ -50,7 +62,7 @@ def fibsem_planes(z_stop: int = FIBSEM_HELD_OUT_START) -> tuple[np.ndarray, np.n
 
 
 def write_mix(
-    output: str = "runs/mix/data", boundary_dilations: int = 1, isbi_repeat: int = 35, isbi_sections: int = 20
+    output: str = "runs/mix/data", boundary_dilations: int = 0, isbi_repeat: int = 35, isbi_sections: int = 20
 ) -> str:
     """Write the two-modality training set (see the module docstring) into ``output``; returns its datalist.
     ``isbi_sections`` < 20 keeps ISBI's first sections only (the fold protocol: 10, the rest scored)."""
