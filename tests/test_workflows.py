@@ -278,6 +278,17 @@ def test_make_sample_reproduces_the_shipped_sample(tmp_path: Path) -> None:
         np.testing.assert_array_equal(tifffile.imread(tmp_path / name), tifffile.imread(ROOT / "sample" / name))
 
 
+def test_shipped_model_confirms_the_sample_pixel_size(tmp_path: Path) -> None:
+    """README command 1: the image check agrees with the sample's stated 4 nm, so its log has no zoom warning."""
+    result = run_cli(
+        "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--output_dir", str(tmp_path),
+        "--tta", "false", "--plots", "false", "--instance_mode", "none",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = result.stdout + result.stderr
+    assert "confirmed by the image" in log and "another modality" not in log
+
+
 def test_checkpoint_state_is_a_plain_state_dict(tiny_checkpoint: Path) -> None:
     state = torch.load(tiny_checkpoint, weights_only=True)
     assert "encoders.0.conv_in.conv.weight" in state
