@@ -16,6 +16,7 @@ BUNDLE_ROOT = Path(__file__).resolve().parent.parent
 CONFIGS = BUNDLE_ROOT / "configs"
 SAMPLE_DIR = str(BUNDLE_ROOT / "sample")
 SAMPLE_PIXEL_SIZE_NM = (50.0, 4.0, 4.0)
+FIBSEM_SAMPLE_SHAPE = (32, 128, 128)
 METADATA_SCHEMA = BUNDLE_ROOT / "bundle" / "metadata_schema.json"
 META_FILE = str(CONFIGS / "metadata.json")
 
@@ -84,16 +85,21 @@ def evaluate(**overrides: Any) -> None:
 
 
 def make_sample(output_dir: str = SAMPLE_DIR, sections: int = 6, size: int = 256, seed: int = 2026) -> str:
-    """Write the synthetic EM sample (<output_dir>/em-volume.tif and em-labels.tif) that inference uses by default,
-    tagged with ssTEM's 50 x 4 x 4 nm; its membranes are 5 px (20 nm) wide, a quarter of the pixels as in ISBI 2012
-    (0.229): with 3 px (12 nm, 0.15) the 0.12.0 model's image check read the sample as another scale (zoom 0.917)."""
+    """Write the synthetic EM samples that inference segments by default, each with its labels: em-volume.tif (ssTEM,
+    tagged 50 x 4 x 4 nm; membranes 5 px, 20 nm wide, a quarter of the pixels as in ISBI 2012 (0.229): with 3 px
+    (12 nm, 0.15) the 0.12.0 model's image check read the sample as another scale (zoom 0.917)) and fibsem-volume.tif
+    (FIB-SEM, 32 x 128 x 128 voxels tagged 10 nm: three planes and 3D neurons)."""
     from scripts.io import PixelSize, write_tiff
     from scripts.synthetic import make_em_stack
 
-    image, label = make_em_stack((sections, size, size), seed=seed, membrane_width=5)
-    pixel_size = PixelSize(SAMPLE_PIXEL_SIZE_NM, "the synthetic sample's")
-    write_tiff(Path(output_dir) / "em-volume.tif", image, pixel_size)
-    write_tiff(Path(output_dir) / "em-labels.tif", label, pixel_size)
+    samples = {
+        "em": (make_em_stack((sections, size, size), seed=seed, membrane_width=5), SAMPLE_PIXEL_SIZE_NM),
+        "fibsem": (make_em_stack(FIBSEM_SAMPLE_SHAPE, cell_size=24, seed=seed, isotropic=True), (10.0, 10.0, 10.0)),
+    }
+    for name, ((image, label), nm) in samples.items():
+        pixel_size = PixelSize(nm, "the synthetic sample's")
+        write_tiff(Path(output_dir) / f"{name}-volume.tif", image, pixel_size)
+        write_tiff(Path(output_dir) / f"{name}-labels.tif", label, pixel_size)
     return str(output_dir)
 
 

@@ -7,8 +7,9 @@ Given a ``_prob`` map (and optionally a ``_seg`` of 3D neurons) of sections ``z_
 - the map's V_rand / V_info per xy section (the ISBI definition: the best threshold of the map, cells against the
   ground truth's, membranes drawn where the neuron label changes, 2 voxels, as ``bundle.scale_check`` draws them);
 - the 3D V_rand / V_info of the neurons in ``_seg`` against the neuron labels (ground-truth 0 left out, predicted 0
-  as singletons; ``scripts.evaluation.score_instance_files``' protocol), or of the neurons inference.json's
-  settings give from the map (``--seeds`` ... ``--agglomeration``) where no ``_seg`` is given.
+  as singletons; ``scripts.evaluation.score_instance_files``' protocol), or of the neurons segmented from the map
+  where no ``_seg`` is given: by default as inference.json makes them (``scripts.instances.NEURONS_3D``), or with
+  ``--seeds`` ... ``--agglomeration``.
 
 ``python -m bundle fibsem_target_ceiling`` scores, instead of a network's map, the training target itself (the
 ground truth's membranes grown by ``boundary_dilations``, seen in three planes): the 3D neurons a network that learned
@@ -20,6 +21,7 @@ from __future__ import annotations
 import numpy as np
 from bundle.fibsem_mix import SHARED, three_plane_target
 from bundle.scale_check import fibsem_sections
+from scripts.instances import NEURONS_3D
 
 
 def neuron_labels(z_start: int, z_stop: int) -> np.ndarray:
@@ -33,11 +35,11 @@ def fibsem_check(
     prob: str,
     seg: str | None = None,
     z_start: int = 200,
-    seeds: str = "distance",
-    seed_threshold: float = 0.5,
-    seed_distance: float = 2.0,
+    seeds: str = NEURONS_3D["seeds"],
+    seed_threshold: float = NEURONS_3D["seed_threshold"],
+    seed_distance: float = NEURONS_3D["seed_distance"],
     min_seed_size: int = 16,
-    agglomeration: float = 0.0,
+    agglomeration: float = NEURONS_3D["agglomeration"],
 ) -> dict:
     """The scores of the module docstring, as a dict."""
     from scripts.instances import segment_cells

@@ -8,7 +8,8 @@ keeps the evidence of both. An ssTEM stack (50 nm sections of 4 nm pixels) has n
 
 ``planes`` (inference.json): "auto" (default: three planes where the pixel size says the volume is near-isotropic,
 else xy), "xy", or "xyz" (three planes; refused for a volume known to be anisotropic, which would need its z
-resampled many-fold). One log line per image says which ran and why.
+resampled many-fold). Where the file does not state its z spacing, "auto" reads the volume's anisotropy off the
+image (:func:`image_anisotropy`). One log line per image says which ran and why.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from .errors import BundleInputError
@@ -31,6 +33,18 @@ ISOTROPY_RATIO = 1.5
 #: on axis 2, and the volume axes ``(z, y, x)`` = 0, 1, 2 that lie within its sections (for their zoom).
 PLANE_PERMUTATIONS = {"xy": (0, 1, 2, 3, 4), "xz": (0, 1, 3, 2, 4), "yz": (0, 1, 4, 2, 3)}
 PLANE_AXES = {"xy": (1, 2), "xz": (0, 2), "yz": (0, 1)}
+#: Where the z spacing is unknown, the anisotropy is read off this many consecutive sections from the middle of the
+#: volume, within a centre crop of at most this many pixels a side; volumes of fewer sections stay xy.
+ANISOTROPY_SECTIONS, ANISOTROPY_CROP, ANISOTROPY_MIN_SECTIONS = 16, 512, 8
+#: :func:`image_anisotropy` at or below which a volume of unknown z spacing counts as near-isotropic. Measured
+#: (docs/experiments.md, "Planes without a z spacing"): the 10 nm FIB-SEM cube 0.92-1.36; with every 2nd / 3rd
+#: section 2.5 / 3.6; ISBI 2012 ssTEM (50 x 4 x 4 nm) 10.3, binned 4x in x/y (z 3.1x x/y) 2.6, binned 8x (1.56x)
+#: 1.4; noise of 40 grey levels moves none of them by more than 0.13.
+IMAGE_ISOTROPY_RATIO = 1.6
+#: the largest in-section distance (pixels) :func:`image_anisotropy` compares a neighbouring section with
+ANISOTROPY_MAX_LAG = 32
+#: neighbouring sections correlated less than this share no structure to judge by (noise, unrelated images)
+ANISOTROPY_MIN_CORRELATION = 0.05
 
 
 def anisotropy(pixel_size_nm: Sequence[float | None] | None) -> float | None:
@@ -47,6 +61,50 @@ def is_isotropic(pixel_size_nm: Sequence[float | None] | None) -> bool:
     return ratio is not None and 1.0 / ISOTROPY_RATIO <= ratio <= ISOTROPY_RATIO
 
 
+def anisotropy_window(shape: Sequence[int]) -> tuple[slice, slice, slice]:
+    """The part of a ``(Z, Y, X)`` volume :func:`image_anisotropy` reads: up to :data:`ANISOTROPY_SECTIONS`
+    consecutive sections from the middle, within a centre crop of up to :data:`ANISOTROPY_CROP` pixels a side."""
+
+    def centred(size: int, wanted: int) -> slice:
+        start = max(0, (size - wanted) // 2)
+        return slice(start, min(size, start + wanted))
+
+    return (
+        centred(shape[0], ANISOTROPY_SECTIONS),
+        centred(shape[1], ANISOTROPY_CROP),
+        centred(shape[2], ANISOTROPY_CROP),
+    )
+
+
+def _correlation(a: np.ndarray, b: np.ndarray) -> float:
+    return float((a * b).sum() / max(np.sqrt((a * a).sum() * (b * b).sum()), 1e-12))
+
+
+def image_anisotropy(sections: np.ndarray) -> float:
+    """How many pixels apart within a section two pixels are as alike as a pixel and its neighbour in the next
+    section, for ``(n, Y, X)`` consecutive sections (n >= 2): about the z spacing over the x/y spacing (FIB-SEM about
+    1, ssTEM at 50 x 4 x 4 nm about 10; at most :data:`ANISOTROPY_MAX_LAG`).
+
+    Each section is standardized (brightness and contrast may drift from section to section); the correlation
+    between neighbouring sections is matched against the correlation at in-section distance ``d`` (mean of y and
+    x), linearly between whole pixels. White noise lowers every correlation at a distance by the same factor, so
+    the match, unlike a ratio of gradients, does not move with the noise. Sections that share (almost) nothing
+    (:data:`ANISOTROPY_MIN_CORRELATION`) give :data:`ANISOTROPY_MAX_LAG`.
+    """
+    a = np.asarray(sections, dtype=np.float32)
+    a = a - a.mean(axis=(1, 2), keepdims=True)
+    a = a / np.maximum(a.std(axis=(1, 2), keepdims=True), 1e-6)
+    between = _correlation(a[1:], a[:-1])
+    if between < ANISOTROPY_MIN_CORRELATION:
+        return float(ANISOTROPY_MAX_LAG)
+    within = [1.0]
+    for d in range(1, min(ANISOTROPY_MAX_LAG, min(a.shape[1:]) - 1) + 1):
+        within.append((_correlation(a[:, d:], a[:, :-d]) + _correlation(a[:, :, d:], a[:, :, :-d])) / 2)
+        if within[d] <= between:
+            return d - 1 + (within[d - 1] - between) / max(within[d - 1] - within[d], 1e-12)
+    return float(ANISOTROPY_MAX_LAG)
+
+
 @dataclass(frozen=True)
 class PlaneChoice:
     """The planes one image is segmented along, and why (for its log line)."""
@@ -60,11 +118,16 @@ class PlaneChoice:
 
 
 def choose_planes(
-    mode: str, pixel_size_nm: Sequence[float | None] | None, sections: int, spatial_dims: int = 2
+    mode: str,
+    pixel_size_nm: Sequence[float | None] | None,
+    sections: int,
+    spatial_dims: int = 2,
+    read: Callable[[], np.ndarray] | None = None,
 ) -> PlaneChoice:
     """The planes of an image of ``sections`` sections with pixel size ``pixel_size_nm`` (``(z, y, x)`` nm, z or
     all None where unknown) for ``planes`` ``mode`` (see the module docstring). A 3D network, or a single section,
-    has one "plane" (xy)."""
+    has one "plane" (xy). Where the z spacing is unknown, "auto" judges the image (:func:`image_anisotropy`) by
+    ``read()``, the volume's :func:`anisotropy_window` as ``(n, Y, X)``; without ``read`` such a volume stays xy."""
     mode = choice(mode, "planes", PLANES_MODES)
     if spatial_dims == 3:
         return PlaneChoice(("xy",), "a 3D network sees the volume whole")
@@ -83,10 +146,24 @@ def choose_planes(
             )
         return PlaneChoice(("xy", "xz", "yz"), "--planes xyz")
     if ratio is None:
-        return PlaneChoice(("xy",), "z spacing unknown; pass --pixel_size [z, y, x] or --planes xyz for three planes")
+        return _planes_by_image(sections, read)
     if is_isotropic(pixel_size_nm):
         return PlaneChoice(("xy", "xz", "yz"), f"near-isotropic: z spacing {ratio:.3g}x x/y")
     return PlaneChoice(("xy",), f"anisotropic: z spacing {ratio:.3g}x x/y")
+
+
+def _planes_by_image(sections: int, read: Callable[[], np.ndarray] | None) -> PlaneChoice:
+    """The planes "auto" gives a volume of unknown z spacing: three where its image looks near-isotropic."""
+    if read is None or sections < ANISOTROPY_MIN_SECTIONS:
+        return PlaneChoice(("xy",), "z spacing unknown; pass --pixel_size [z, y, x] or --planes xyz for three planes")
+    estimate = image_anisotropy(read())
+    three = estimate <= IMAGE_ISOTROPY_RATIO
+    return PlaneChoice(
+        ("xy", "xz", "yz") if three else ("xy",),
+        f"z spacing unknown; the image looks {'near-isotropic' if three else 'anisotropic'}: neighbouring sections "
+        f"are as alike as pixels {estimate:.2f} apart within one (three planes up to {IMAGE_ISOTROPY_RATIO}); pass "
+        "--pixel_size [z, y, x] to decide by the pixel size, or --planes " + ("xy" if three else "xyz"),
+    )
 
 
 def planned_volume_zoom(
@@ -97,15 +174,16 @@ def planned_volume_zoom(
     sections: int,
     spatial_dims: int = 2,
     context_sections: int = 0,
+    read: Callable[[], np.ndarray] | None = None,
 ) -> tuple[float, float, float] | None:
-    """The planes of one volume of ``sections`` sections (:func:`choose_planes`), logged in one line as
-    whole-volume inference logs them; returns the volume's ``(z, y, x)`` zoom (:func:`volume_zoom` of the 2D
+    """The planes of one volume of ``sections`` sections (:func:`choose_planes`, ``read`` as there), logged in one
+    line as whole-volume inference logs them; returns the volume's ``(z, y, x)`` zoom (:func:`volume_zoom` of the 2D
     ``zoom``, None = 1) where they are three, else None. Streamed and Dask blockwise inference plan here. A 2.5D
     network (``context_sections`` > 0) takes its z-neighbours as channels of xy sections: xy only."""
     if context_sections:
         logger.info("%s: planes xy (a 2.5D network takes its z-neighbours as channels)", name)
         return None
-    planes = choose_planes(mode, pixel_size_nm, sections, spatial_dims)
+    planes = choose_planes(mode, pixel_size_nm, sections, spatial_dims, read)
     logger.info("%s: planes %s (%s)", name, ", ".join(planes.planes), planes.reason)
     return volume_zoom(zoom or (1.0, 1.0), pixel_size_nm) if planes.three else None
 

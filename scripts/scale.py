@@ -329,11 +329,13 @@ def choose_zoom(
         return ScaleChoice(zoom, known, source if known else "unknown", f"{why}; no zoom gave a plausible map")
     estimate = refined_zoom(found, best)
     if prior is None:
+        # a model of two scales reads an image that matches it at zoom 1 as either (ssTEM pixels or FIB-SEM voxels)
+        scales = model if isotropic_nm is None else f"{model} (ssTEM) or {format_nm(tuple(isotropic_nm))} (FIB-SEM)"
         at_one = nearest(found, 1.0)
         if best.entropy >= at_one.entropy * (1 - UNKNOWN_MARGIN):
-            reason = f"no pixel size known: the image is consistent with the model's {model}"
+            reason = f"no pixel size known: the image is consistent with the model's {scales}"
             return ScaleChoice((1.0,) * spatial_dims, None, "unknown", reason + "; pass --pixel_size to set it")
-        reason = f"no pixel size known: estimated from the image (model {model}); pass --pixel_size to set it"
+        reason = f"no pixel size known: estimated from the image (model {scales}); pass --pixel_size to set it"
         return ScaleChoice(_with_z(estimate, spatial_dims), None, "unknown", reason)
     planar = math.sqrt(prior[-1] * prior[-2])
     at_prior = nearest(found, planar)

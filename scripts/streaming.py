@@ -56,7 +56,7 @@ from .io import (  # noqa: F401  (TiffSections, write_tiff_sections: re-exported
 )
 from .morphology import COLUMNS_2D, cell_table, merged_volume_rows, write_cell_table
 from .outputs import atomic_path, remove_stale_temporaries, result_path
-from .planes import PLANES_MODES, as_plane, from_plane, planned_volume_zoom
+from .planes import PLANES_MODES, anisotropy_window, as_plane, from_plane, planned_volume_zoom
 from .progress import Progress, counted
 from .scale import ZoomPolicy, needs_resampling, pick_sections, table_spacing
 from .scratch import scratch_volume
@@ -247,7 +247,14 @@ class StreamingSegmenter:
 
         def planned(zoom: Sequence[float] | None, pixel_size_nm: Sequence[float | None] | None) -> tuple | None:
             dims, context = self.inferer.spatial_dims, self.context_sections
-            return planned_volume_zoom(name, self.planes, zoom, pixel_size_nm, len(stack), dims, context)
+            return planned_volume_zoom(
+                name, self.planes, zoom, pixel_size_nm, len(stack), dims, context, anisotropy_sections
+            )
+
+        def anisotropy_sections() -> np.ndarray:
+            z, y, x = anisotropy_window((len(stack), *stack.shape[-2:]))
+            with stack:
+                return stack.read(z.start, z.stop)[:, y, x]
 
         if self.zoom_policy is None:
             return None, planned(None, getattr(stack.pixel_size, "nm", None))

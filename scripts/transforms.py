@@ -19,7 +19,7 @@ from monai.transforms import MapTransform
 from .data import check_membrane_labels, with_neighbours
 from .errors import BundleInputError
 from .io import read_stack, require_volume
-from .planes import PLANES_MODES, choose_planes, volume_zoom
+from .planes import PLANES_MODES, anisotropy_window, choose_planes, volume_zoom
 from .scale import ZoomPolicy, pick_sections, pixel_size_entry, pixel_size_from_entry
 from .settings import choice
 
@@ -154,7 +154,9 @@ class ChooseZoomd(MapTransform):
             choice_ = self.policy.choose(name, sections if image.ndim == 4 else None, known)
             meta = {"zoom": torch.tensor(choice_.zoom, dtype=torch.float64)}
             if image.ndim == 4 and image.shape[0] == 1:  # context_sections' z-neighbour channels: xy only
-                planes = choose_planes(self.planes, choice_.pixel_size_nm, image.shape[1], self.policy.spatial_dims)
+                volume = image[0]
+                planes = choose_planes(self.planes, choice_.pixel_size_nm, volume.shape[0], self.policy.spatial_dims,
+                                       lambda: volume[anisotropy_window(volume.shape)].numpy())  # fmt: skip
                 logger.info("%s: planes %s (%s)", name, ", ".join(planes.planes), planes.reason)
                 if planes.three:
                     zoom = volume_zoom(choice_.zoom, choice_.pixel_size_nm)

@@ -1,13 +1,23 @@
 # Copyright (c) the FusionNet bundle developers. Licensed under the Apache License, Version 2.0.
-"""The FIB-SEM training target as the three-plane path sees it (bundle.fibsem_mix.three_plane_target)."""
+"""The FIB-SEM training target as the three-plane path sees it (bundle.fibsem_mix.three_plane_target), and the
+FIB-SEM check's neuron settings."""
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import pytest
-from bundle.fibsem_check import target_ceiling
+from bundle.fibsem_check import fibsem_check, target_ceiling
 from bundle.fibsem_mix import three_plane_target
 from conftest import SHARED_DATA
+from scripts.instances import NEURONS_3D
+
+
+def test_fibsem_check_segments_neurons_as_inference_does() -> None:
+    """Without --seg, python -m bundle fibsem_check scores the neurons inference.json would make of the map."""
+    defaults = {name: value.default for name, value in inspect.signature(fibsem_check).parameters.items()}
+    assert {name: defaults[name] for name in NEURONS_3D} == NEURONS_3D
 
 
 def _sheet_between_two_neurons(shape: tuple[int, int, int] = (6, 10, 14)) -> np.ndarray:

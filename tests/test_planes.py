@@ -12,14 +12,24 @@ import numpy as np
 import pytest
 import tifffile
 import torch
-from conftest import run_workflow
+from conftest import SHARED_DATA, run_workflow
 from monai.data import MetaTensor
 from scripts import streaming
 from scripts.errors import BundleInputError, find_input_error
 from scripts.fusionnet import FusionNet
 from scripts.inferers import MembraneInferer
 from scripts.io import PixelSize, write_tiff
-from scripts.planes import as_plane, choose_planes, from_plane, is_isotropic, plane_average, volume_zoom
+from scripts.planes import (
+    ANISOTROPY_MAX_LAG,
+    IMAGE_ISOTROPY_RATIO,
+    as_plane,
+    choose_planes,
+    from_plane,
+    image_anisotropy,
+    is_isotropic,
+    plane_average,
+    volume_zoom,
+)
 from scripts.scale import ZoomPolicy, choose_zoom, model_isotropic_pixel_size, write_model_pixel_size
 from scripts.synthetic import make_em_stack
 from scripts.transforms import ChooseZoomd
@@ -47,6 +57,51 @@ def test_choose_planes_follows_isotropy() -> None:
     assert choose_planes("auto", (10.0, 10.0, 10.0), 1).planes == ("xy",)  # one section
     assert choose_planes("auto", (10.0, 10.0, 10.0), 50, spatial_dims=3).planes == ("xy",)
     assert is_isotropic((10.0, 10.0, 10.0)) and not is_isotropic((50.0, 4.0, 4.0)) and not is_isotropic(None)
+
+
+def test_image_anisotropy_reads_the_section_spacing() -> None:
+    """A FIB-SEM-like volume reads about 1, an ssTEM-like stack its 4-pixel section spacing, whatever the noise;
+    sections that share nothing (white noise) give the largest value: never three planes."""
+    rng = np.random.default_rng(0)
+    for seed in (1, 2):
+        fib, _ = make_em_stack((16, 96, 96), cell_size=24, seed=seed, isotropic=True)
+        sstem, _ = make_em_stack((16, 96, 96), cell_size=24, seed=seed)
+        for noise in (0.0, 40.0):
+            assert image_anisotropy(fib + rng.normal(0, noise, fib.shape)) < IMAGE_ISOTROPY_RATIO
+            assert 3.0 < image_anisotropy(sstem + rng.normal(0, noise, sstem.shape)) < 5.0
+    assert image_anisotropy(rng.random((16, 96, 96))) == ANISOTROPY_MAX_LAG
+
+
+def test_choose_planes_by_the_image_where_z_is_unknown() -> None:
+    fib, _ = make_em_stack((12, 48, 48), cell_size=16, seed=3, isotropic=True)
+    sstem, _ = make_em_stack((12, 48, 48), cell_size=16, seed=3)
+    for pixel_size in (None, (None, 10.0, 10.0)):
+        choice = choose_planes("auto", pixel_size, 12, read=lambda: fib)
+        assert choice.three and "z spacing unknown; the image looks near-isotropic" in choice.reason
+        choice = choose_planes("auto", pixel_size, 12, read=lambda: sstem)
+        assert choice.planes == ("xy",) and "looks anisotropic" in choice.reason and "--planes xyz" in choice.reason
+
+    def unread() -> np.ndarray:
+        raise AssertionError("the image is only read where the pixel size does not decide")
+
+    assert choose_planes("auto", None, 7, read=unread).planes == ("xy",)  # too few sections to judge
+    assert choose_planes("auto", (50.0, 4.0, 4.0), 12, read=unread).planes == ("xy",)
+    assert choose_planes("xy", None, 12, read=unread).planes == ("xy",)
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "fibsem_medulla").is_dir(), reason="needs ../shared/data")
+def test_image_anisotropy_tells_fibsem_from_sstem() -> None:
+    """Real EM: every block of the 10 nm FIB-SEM cube (and its xz sections) is near-isotropic; the cube with every
+    second section (20 nm), ISBI 2012 ssTEM (50 x 4 x 4 nm) and ISBI binned 4x in x/y (z 3.1x x/y) are not."""
+    from scripts.io import read_stack
+
+    fib = read_stack(SHARED_DATA / "fibsem_medulla" / "volume.tif").array
+    isbi = read_stack(SHARED_DATA / "isbi2012" / "train-volume.tif").array
+    for z in range(0, 250, 50):
+        assert image_anisotropy(fib[z : z + 16]) < IMAGE_ISOTROPY_RATIO
+    assert image_anisotropy(np.ascontiguousarray(fib[:, 100:116].transpose(1, 0, 2))) < IMAGE_ISOTROPY_RATIO
+    assert image_anisotropy(fib[100:132:2]) > 2.0
+    assert image_anisotropy(isbi[:16]) > 8.0 and image_anisotropy(isbi[:16, ::4, ::4]) > 2.0
 
 
 def test_three_planes_refused_for_anisotropic_volume() -> None:
@@ -166,6 +221,36 @@ def test_isotropic_volume_gives_three_planes_and_3d_neurons(
     run_workflow("inference.json", dataset_dir=str(tmp_path / "in"), output_dir=str(tmp_path / "xy"), planes="xy",
                  instance_mode="none", **options)  # fmt: skip
     assert not np.allclose(tifffile.imread(tmp_path / "xy" / "fib_prob.tif"), prob, atol=1e-4)
+
+
+def test_untagged_isotropic_volume_gets_three_planes_by_its_image(
+    tmp_path: Path, isotropic_model: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A FIB-SEM-like volume saved without a pixel size: whole-volume, streamed and Dask blockwise inference each
+    read the same sections, choose three planes and 3D neurons, and give the same map."""
+    from scripts.io import create_zarr, finalize_zarr, open_zarr
+
+    image, _ = make_em_stack((12, 48, 48), cell_size=16, seed=3, isotropic=True)
+    (tmp_path / "in").mkdir()
+    write_tiff(tmp_path / "in" / "fib.tif", image)
+    create_zarr(tmp_path / "zarr" / "fib.zarr", image.shape, image.dtype, chunks=(4, 16, 16))[...] = image
+    finalize_zarr(tmp_path / "zarr" / "fib.zarr")
+    options = {"ckpt_path": str(isotropic_model), "features": WIDTH, "plots": False, "tta": False}
+    runs = {"whole": ("inference.json", "in"), "stream": (["inference.json", "inference_stream.json"], "in"),
+            "dask": (["inference.json", "inference_dask.json"], "zarr")}  # fmt: skip
+    maps = {}
+    for name, (configs, folder) in runs.items():
+        caplog.clear()
+        extra = {"scheduler": "local:2", "block_size": [4, 16, 16]} if name == "dask" else {}
+        with caplog.at_level(logging.INFO):
+            run_workflow(configs, dataset_dir=str(tmp_path / folder), output_dir=str(tmp_path / name), **options,
+                         **extra)  # fmt: skip
+        assert "planes xy, xz, yz (z spacing unknown; the image looks near-isotropic" in caplog.text, name
+        assert "cells in 3D" in caplog.text, name
+        prob = tmp_path / name / ("fib_prob.zarr" if name == "dask" else "fib_prob.tif")
+        maps[name] = open_zarr(prob)[...] if name == "dask" else tifffile.imread(prob)
+    np.testing.assert_allclose(maps["stream"], maps["whole"], atol=1e-5)
+    np.testing.assert_allclose(maps["dask"], maps["whole"], atol=1e-5)
 
 
 def test_sstem_stack_stays_xy_and_2d(tmp_path: Path, isotropic_model: Path, caplog: pytest.LogCaptureFixture) -> None:

@@ -90,7 +90,10 @@ def test_without_a_pixel_size_the_zoom_is_estimated_or_one() -> None:
     assert 2.0 < far.zoom[0] < 3.5 and "estimated" in far.reason and "--pixel_size" in far.reason
     near = choose_zoom("auto", 2, MODEL, None, "unknown", evidence=_evidence({0.707: 0.25, 1.0: 0.23, 1.414: 0.228}))
     assert near.zoom == (1.0, 1.0) and "consistent" in near.reason
-    assert "pixel size unknown" in near.describe("x.png")
+    assert "pixel size unknown" in near.describe("x.png") and "FIB-SEM" not in near.reason
+    two_scales = choose_zoom("auto", 2, MODEL, None, "unknown", evidence=_evidence({0.707: 0.25, 1.0: 0.23, 1.414: 0.228}),
+                             isotropic_nm=(10.0, 10.0, 10.0))  # fmt: skip
+    assert "model's 50 x 4 x 4 nm (ssTEM) or 10 x 10 x 10 nm (FIB-SEM)" in two_scales.reason
     nothing = choose_zoom("pixel_size", 2, MODEL, None, "unknown")
     assert nothing.zoom == (1.0, 1.0) and "assumed the model's 50 x 4 x 4 nm" in nothing.reason
 

@@ -231,6 +231,15 @@ def test_default_inference_on_the_shipped_sample(tmp_path: Path) -> None:
     prob = tifffile.imread(tmp_path / "em-volume_prob.tif")
     membrane = tifffile.imread(ROOT / "sample" / "em-labels.tif") == 0
     assert prob[membrane].mean() > prob[~membrane].mean() + 0.2  # the shipped model sees the sample's membranes
+    # the isotropic sample: three planes and dense 3D neurons, the synthetic cells' (separated in 3D by membrane)
+    from scripts.isbi_metrics import rand_info_scores
+
+    log = result.stdout + result.stderr
+    assert "fibsem-volume.tif: planes xy, xz, yz (near-isotropic" in log and "fibsem-volume.tif: cells in 3D" in log
+    _check_outputs(tmp_path, "fibsem-volume", tifffile.imread(ROOT / "sample" / "fibsem-volume.tif").shape)
+    cells = ndimage.label(tifffile.imread(ROOT / "sample" / "fibsem-labels.tif") > 0)[0]
+    neurons = tifffile.imread(tmp_path / "fibsem-volume_seg.tif")
+    assert neurons.min() > 0 and rand_info_scores(cells, neurons)[0] > 0.95
 
 
 @pytest.mark.skipif(not ISBI.is_dir(), reason="../shared/data/isbi2012 is absent")
@@ -274,19 +283,20 @@ def test_make_sample_reproduces_the_shipped_sample(tmp_path: Path) -> None:
     from bundle.cli import make_sample
 
     make_sample(str(tmp_path))
-    for name in ("em-volume.tif", "em-labels.tif"):
+    for name in ("em-volume.tif", "em-labels.tif", "fibsem-volume.tif", "fibsem-labels.tif"):
         np.testing.assert_array_equal(tifffile.imread(tmp_path / name), tifffile.imread(ROOT / "sample" / name))
 
 
 def test_shipped_model_confirms_the_sample_pixel_size(tmp_path: Path) -> None:
-    """README command 1: the image check agrees with the sample's stated 4 nm, so its log has no zoom warning."""
+    """README command 1: the image check agrees with the sample's stated 4 nm, so its log has no zoom warning (nor
+    has the isotropic sample's, whose 10 nm sets its zoom)."""
     result = run_cli(
         "-m", "monai.bundle", "run", "--config_file", "configs/inference.json", "--output_dir", str(tmp_path),
         "--tta", "false", "--plots", "false", "--instance_mode", "none",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     log = result.stdout + result.stderr
-    assert "confirmed by the image" in log and "another modality" not in log
+    assert "confirmed by the image" in log and "another modality" not in log and "WARNING" not in log
 
 
 def test_checkpoint_state_is_a_plain_state_dict(tiny_checkpoint: Path) -> None:

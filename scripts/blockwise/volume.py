@@ -55,7 +55,7 @@ from ..instances import (
 from ..io import PixelSize, create_zarr, finalize_zarr, image_stem, is_zarr, open_zarr, read_pixel_size, zarr_spacing
 from ..morphology import block_volume_sums, cell_table, merged_volume_rows, write_cell_table
 from ..outputs import result_path
-from ..planes import PLANES_MODES, as_plane, from_plane, planned_volume_zoom
+from ..planes import PLANES_MODES, anisotropy_window, as_plane, from_plane, planned_volume_zoom
 from ..progress import bar
 from ..scale import ZoomPolicy, pick_sections, table_spacing
 from ..settings import check_device, choice, integer, output_folder
@@ -418,7 +418,13 @@ class BlockwiseSegmenter:
 
             choice_ = self.zoom_policy.choose(name, sections, pixel_size)
             zoom, pixel_size_nm = choice_.zoom, choice_.pixel_size_nm
-        return zoom, planned_volume_zoom(name, self.planes, zoom, pixel_size_nm, source.shape[0])
+
+        def anisotropy_sections() -> np.ndarray:
+            return np.asarray(source[anisotropy_window(source.shape)], dtype=np.float32)
+
+        return zoom, planned_volume_zoom(
+            name, self.planes, zoom, pixel_size_nm, source.shape[0], read=anisotropy_sections
+        )
 
     def segment(self, client, path: str) -> str:
         """Write the results of one volume; returns the path of its ``_prob.zarr``."""
