@@ -17,6 +17,7 @@ from sample_crop import CROP_OVERRIDES
 from scripts.errors import BundleInputError
 from scripts.fusionnet import FusionNet
 from scripts.inferers import MembraneInferer
+from scripts.io import PixelSize
 from scripts.scale import (
     ISBI_PIXEL_SIZE_NM,
     ZoomEvidence,
@@ -81,6 +82,17 @@ def test_an_implausible_map_at_the_pixel_size_is_overruled() -> None:
     found = lambda: [ZoomEvidence(z, e, 0.9 if z == 2.0 else 0.25) for z, e in entropies.items()]  # noqa: E731
     choice = choose_zoom("auto", 2, MODEL, (None, 8.0, 8.0), "file", evidence=found)
     assert choice.zoom[0] < 1.5
+
+
+def test_coarse_isotropic_voxels_are_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """FIB-SEM coarser than 1.5x the model's 10 nm merges neurons (20 nm: 0.64 V_rand): the log line says so."""
+    policy = ZoomPolicy("auto", "file", MODEL, 2, isotropic_pixel_size=(10.0, 10.0, 10.0))
+    with caplog.at_level(logging.INFO):
+        fine = policy.choose("fine.tif", None, PixelSize((8.0, 8.0, 8.0), "file"))
+        coarse = policy.choose("coarse.tif", None, PixelSize((20.0, 20.0, 20.0), "file"))
+    assert fine.zoom == (0.8, 0.8) and not fine.coarse and coarse.zoom == (2.0, 2.0) and coarse.coarse
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and warned[0].startswith("coarse.tif") and "lose thin neurites" in warned[0]
 
 
 def test_without_a_pixel_size_the_zoom_is_estimated_or_one() -> None:
