@@ -42,7 +42,7 @@ def _run_workflow(config: str | list[str], overrides: dict[str, Any]) -> None:
 
 
 def infer(**overrides: Any) -> None:
-    """Segment every image in --dataset_dir (default: the shipped sample) into --output_dir (default runs/inference).
+    """Segment every image in --dataset_dir (default: the shipped samples) into --output_dir (default runs/inference).
 
     Writes <stem>_prob.tif (membrane probability), <stem>_seg.tif (cells) and <stem>_cells.csv per image
     (--output_format h5, zarr or nii.gz for other formats; NIfTI and zarr inputs give NIfTI and OME-Zarr results).

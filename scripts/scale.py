@@ -54,11 +54,11 @@ OVERRULE_MARGIN = 0.15
 UNKNOWN_MARGIN = 0.05
 #: Side of the sample windows of the estimate, in model pixels, and how many sections they are taken from.
 SAMPLE_SIDE = 256
+SAMPLE_SECTIONS = 2
 #: A near-isotropic volume whose voxels are more than this many times the model's isotropic voxel gets a warning:
 #: the held-out FIB-SEM block resampled to 20 nm (zoom 2) gave 3D neurons of V_rand 0.64, at 5-10 nm 0.86-0.87
 #: (docs/experiments.md, "FIB-SEM at other voxel sizes").
 COARSEST_ISOTROPIC_ZOOM = 1.5
-SAMPLE_SECTIONS = 2
 ZOOM_MODES = ("auto", "pixel_size")
 
 
